@@ -1,0 +1,5 @@
+import sys
+
+from rt_host.cli import main
+
+sys.exit(main())
