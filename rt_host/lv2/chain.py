@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rt_host.errors import ChainError, PortNotFound
+from rt_host.errors import ChainError, InstantiationError, PortNotFound
 from rt_host.lv2 import engine
 from rt_host.lv2.instance import ATOM_WORDS, Instance
 from rt_host.lv2.parameters import Parameter
@@ -69,6 +69,12 @@ class Chain:
         channels = spec.channels
         for stage_spec in spec.stages:
             plugin = self.world.plugin(stage_spec.plugin)
+            missing = plugin.missing_features()
+            if missing:  # fail when the chain is built, not after audio was read
+                raise InstantiationError(
+                    f"stage {stage_spec.name!r}: plugin {plugin.name!r} needs host feature(s) "
+                    f"this host lacks: {', '.join(missing)}"
+                )
             stage = self._stage(stage_spec, plugin, channels)
             self.stages.append(stage)
             fixed = {}
