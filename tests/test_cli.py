@@ -144,7 +144,9 @@ def test_unknown_plugin_in_a_chain_file(capsys, tmp_path, stereo_wav):
 
 def test_plugin_needing_a_missing_feature_is_named(capsys, tmp_path, stereo_wav):
     chain = tmp_path / "conv.toml"
-    chain.write_text('name = "conv"\n[[stage]]\nname = "c"\nplugin = "http://gareus.org/oss/lv2/convoLV2#Stereo"\n')
+    chain.write_text(
+        'name = "conv"\n[[stage]]\nname = "c"\nplugin = "http://gareus.org/oss/lv2/convoLV2#Stereo"\n'
+    )
     code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", chain)
     assert code == 2 and "worker#schedule" in one_error_line(err)
 
@@ -157,7 +159,9 @@ def test_corrupt_audio_file(capsys, tmp_path):
 
 
 def test_missing_input_file(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "render", tmp_path / "nope.wav", tmp_path / "o.wav", "--chain", "mastering")
+    code, _, err = run_cli(
+        capsys, "render", tmp_path / "nope.wav", tmp_path / "o.wav", "--chain", "mastering"
+    )
     assert code == 2 and "does not exist" in one_error_line(err)
 
 
