@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything deepafx-rt needs, idempotently: Debian packages (lilv,
-# LV2 plugins, JACK), a virtualenv in .venv and the package with its dev extras.
+# LV2 plugins, JACK), a virtualenv in .venv and the package with all its extras
+# (dev tools, the live host, training).
 # Used by the README's commands, by .ci/run and by the Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -34,6 +35,6 @@ stamp=.venv/.deepafx-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "install.sh: installing Python packages into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,live,training]"
   touch "$stamp"
 fi
