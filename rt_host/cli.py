@@ -112,6 +112,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- live ------------------------------------------------------------------
+def cmd_live(args: argparse.Namespace) -> int:
+    from rt_host.bundle import bundle_dir
+    from rt_host.live.host import LiveHost, LiveOptions
+    from rt_host.lv2.spec import available_chains
+
+    bundle = args.bundle
+    chain = args.chain
+    if bundle is None and args.task:
+        if bundle_dir(args.task).is_dir():
+            bundle = args.task
+        elif args.task in available_chains():
+            logging.getLogger("rt_host").warning(
+                "no trained bundle for %r yet (exported_models/%s); running its chain at the "
+                "default parameters", args.task, args.task,
+            )  # fmt: skip
+            chain = chain or args.task
+        else:
+            raise DeepAFxError(f"no bundle and no chain for task {args.task!r}")
+    if bundle is None and chain is None:
+        raise DeepAFxError("say what to run: --task NAME, --bundle DIR or --chain NAME")
+    options = LiveOptions(
+        bundle=bundle,
+        chain=chain,
+        client_name=args.name,
+        inputs=args.inputs,
+        outputs=args.outputs,
+        play=args.play,
+        record=args.record,
+        params_log=args.params_log,
+        plot=args.plot,
+        freeze=args.freeze,
+        smoothing_s=args.smoothing,
+        controller=args.controller,
+        duration=args.duration,
+        status=not args.quiet,
+        map_channels=args.map_channels,
+    )
+    report = LiveHost(options).run()
+    _print_live_summary(report, options)
+    return report.exit_code
+
+
+def _print_live_summary(report, options) -> None:
+    stream = sys.stderr if report.exit_code else sys.stdout
+    print(f"{PROG}: {report.reason} after {report.seconds:.1f} s "
+          f"({report.xruns} xruns, {report.predictions} predictions)", file=stream)  # fmt: skip
+    for label, path in (("recording", options.record), ("parameters", options.params_log),
+                        ("automation plot", options.plot)):  # fmt: skip
+        if path:
+            print(f"  {label}: {path}", file=stream)
+
+
 # --- demo ------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from rt_host.demo import run_demo
@@ -175,6 +228,52 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, default=Path("bench-results/render.json"))
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("live", help="run as a JACK client (also: deepafx-rt --task NAME …)")
+    p.add_argument("--task", help="task whose bundle (exported_models/TASK) drives the chain")
+    p.add_argument("--bundle", help="a bundle folder (manifest.toml + encoder.onnx)")
+    p.add_argument("--chain", help="run a chain at its defaults, without a model")
+    p.add_argument("--name", default="deepafx-rt", help="JACK client name")
+    p.add_argument(
+        "--in",
+        dest="inputs",
+        nargs="*",
+        metavar="PORT",
+        help="ports to connect to our inputs (default: physical capture; none: leave open)",
+    )
+    p.add_argument(
+        "--out",
+        dest="outputs",
+        nargs="*",
+        metavar="PORT",
+        help="ports to connect our outputs to (default: physical playback; none: leave open)",
+    )
+    p.add_argument("--play", type=Path, metavar="FILE", help="feed this file to the input, then stop")
+    p.add_argument("--record", type=Path, metavar="OUT.wav", help="record the output")
+    p.add_argument("--params-log", type=Path, metavar="FILE.csv", help="log the applied parameters")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot the parameter automation at exit")
+    p.add_argument("--freeze", action="store_true", help="hold the first prediction")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="time constant of parameter smoothing (default 0.1 s)",
+    )
+    p.add_argument(
+        "--controller",
+        choices=["process", "thread"],
+        default="process",
+        help="where the model runs (default: a separate process)",
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    p.add_argument(
+        "--map-channels",
+        choices=["auto", "duplicate", "mix", "first"],
+        default="auto",
+        help="how a played file's channels meet the chain's",
+    )
+    p.set_defaults(func=cmd_live)
+
     p = sub.add_parser("demo", help="master a generated example through the mastering chain")
     p.add_argument("--out", default="demo-output", help="folder for the results")
     p.set_defaults(func=cmd_demo)
@@ -183,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `deepafx-rt --task mastering …` is the live host: route it to `live`
+    first = next((i for i, a in enumerate(argv) if a not in ("-q", "--quiet")), None)
+    if first is not None and argv[first].split("=")[0] in ("--task", "--bundle"):
+        argv.insert(first, "live")
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     if not getattr(args, "func", None):

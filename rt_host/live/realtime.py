@@ -1,0 +1,176 @@
+"""The audio callback's work for one block, in native code.
+
+Everything the callback does between reading its input and writing its output
+is one call to :func:`live_block` (numba, GIL released): capture the input for
+the model, pick up a new prediction from the shared double buffer, smooth the
+parameters in the normalized domain, map them onto their ports, run the chain,
+guard the output against NaN/Inf, and copy it to the recording ring and the
+parameter trace. Nothing allocates; nothing waits.
+
+Smoothing is a one-pole low-pass per block (``alpha = 1 − exp(−frames / (τ · rate))``).
+A port is written only when its smoothed value moved by more than
+``WRITE_THRESHOLD`` (normalized): LSP's equalizer recomputes its filters on
+every change, and a converged value should cost nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from rt_host.live import shared
+from rt_host.lv2 import engine
+from rt_host.lv2.chain import Chain
+
+WRITE_THRESHOLD = 1e-4
+
+
+@numba.njit(nogil=True, cache=True)
+def _map_params(applied, lo, hi, is_log, rounded, limit, values):
+    for j in range(applied.shape[0]):
+        u = min(max(applied[j], 0.0), 1.0)
+        if is_log[j]:
+            v = lo[j] * (hi[j] / lo[j]) ** u
+        else:
+            v = lo[j] + u * (hi[j] - lo[j])
+        if rounded[j]:
+            v = np.round(v)
+        values[0, j] = min(v, limit[j])
+
+
+@numba.njit(nogil=True, cache=True)
+def live_block(
+    x, y, header, capture, params, last_seq, target, smoothed, applied, alpha, freeze,
+    lo, hi, is_log, rounded, limit, values,
+    in_rows, out_rows, pool, ops, mix_rows, run_fns, handles, atom_out, atom_reset,
+    controls, target_param, target_index, counters,
+    record, rec_pos, trace, trace_pos,
+):  # fmt: skip
+    frames = x.shape[1]
+    channels = x.shape[0]
+    # 1. capture the input, mixed to mono, for the controller
+    written = header[shared.CAPTURED]
+    ring_len = capture.shape[0]
+    for i in range(frames):
+        s = np.float32(0.0)
+        for c in range(channels):
+            v = x[c, i]
+            if np.isfinite(v):
+                s += v
+        capture[(written + i) % ring_len] = s / channels
+    header[shared.CAPTURED] = written + frames
+    # 2. a new prediction?
+    seq = header[shared.PARAMS_SEQ]
+    if seq != last_seq[0] and freeze[0] == 0:
+        slot = seq % 2
+        for j in range(target.shape[0]):
+            v = params[slot, j]
+            if np.isfinite(v):
+                target[j] = min(max(v, 0.0), 1.0)
+        last_seq[0] = seq
+    # 3. smooth, and write the ports that really moved
+    changed = False
+    for j in range(target.shape[0]):
+        smoothed[j] += alpha * (target[j] - smoothed[j])
+        if abs(smoothed[j] - applied[j]) > 1e-4 or (
+            smoothed[j] != applied[j] and abs(target[j] - smoothed[j]) <= 1e-4
+        ):
+            applied[j] = smoothed[j]
+            changed = True
+    n_steps = 0
+    if changed:
+        _map_params(applied, lo, hi, is_log, rounded, limit, values)
+        n_steps = 1
+    engine.run_program(
+        x, y, in_rows, out_rows, pool, ops, mix_rows, run_fns, handles, atom_out, atom_reset,
+        controls, values[:n_steps], 0, target_param, target_index, frames, counters,
+    )  # fmt: skip
+    # 4. the recording ring and the parameter trace
+    if record.shape[1] > 0:
+        rec_len = record.shape[1]
+        start = rec_pos[0]
+        for c in range(y.shape[0]):
+            for i in range(frames):
+                record[c, (start + i) % rec_len] = y[c, i]
+        rec_pos[0] = start + frames
+    t = trace_pos[0]
+    if t < trace.shape[0]:
+        for j in range(applied.shape[0]):
+            trace[t, j] = applied[j]
+        trace_pos[0] = t + 1
+
+
+class RealtimeChain:
+    """A chain prepared for a fixed block size, processed one block per call.
+
+    Write the input into ``x`` (``(channels, block)``), call :meth:`process`,
+    read ``y``. ``state`` is shared with the controller. ``trace`` keeps the
+    applied normalized parameters of the first ``trace_blocks`` blocks (tests
+    re-render offline from it); ``record`` is a ring the recorder drains.
+    """
+
+    def __init__(
+        self,
+        chain: Chain,
+        sample_rate: int,
+        block: int,
+        state: shared.SharedState,
+        *,
+        smoothing_s: float = 0.1,
+        initial: np.ndarray | None = None,
+        trace_blocks: int = 0,
+        record_frames: int = 0,
+    ) -> None:
+        chain.prepare(sample_rate, block)
+        self.chain = chain
+        self.rt = chain._runtime
+        self.sample_rate = sample_rate
+        self.block = block
+        self.state = state
+        n = chain.n_params
+        self.x = np.zeros((chain.channels, block), dtype=np.float32)
+        self.y = np.zeros((chain.channels, block), dtype=np.float32)
+        start = chain.default_normalized() if initial is None else np.asarray(initial, np.float32)
+        self.target = start.astype(np.float64).copy()
+        self.smoothed = self.target.copy()
+        self.applied = self.target.copy()
+        self.alpha = 1.0 - math.exp(-block / (max(smoothing_s, 1e-6) * sample_rate))
+        self.last_seq = np.zeros(1, dtype=np.int64)
+        self.freeze = np.zeros(1, dtype=np.int64)
+        ps = chain.parameters
+        self.lo = np.array([p.minimum for p in ps], dtype=np.float64)
+        self.hi = np.array([p.maximum for p in ps], dtype=np.float64)
+        self.is_log = np.array([p.scale == "log" for p in ps], dtype=np.bool_)
+        self.rounded = np.array([p.rounded for p in ps], dtype=np.bool_)
+        self.limit = self.rt.limits.astype(np.float64)
+        self.values = np.zeros((1, n), dtype=np.float32)
+        self.record = np.zeros((chain.channels, record_frames), dtype=np.float32)
+        self.rec_pos = np.zeros(1, dtype=np.int64)
+        self.trace = np.zeros((trace_blocks, n), dtype=np.float64)
+        self.trace_pos = np.zeros(1, dtype=np.int64)
+        _map_params(self.applied, self.lo, self.hi, self.is_log, self.rounded, self.limit, self.values)
+        self.rt.run(self.x[:, :0], self.y[:, :0], self.values, 0, block)  # write the start values
+        self.rt.reset()
+        self.process()  # compile (or load from the cache) outside the callback
+        self.rt.reset()
+        self.rec_pos[0] = 0
+        self.trace_pos[0] = 0
+        state.header[shared.CAPTURED] = 0
+
+    @property
+    def counters(self) -> np.ndarray:
+        """``[non-finite inputs, non-finite outputs]`` replaced by the last block."""
+        return self.rt.counters
+
+    def process(self) -> None:
+        rt, s = self.rt, self.state
+        live_block(
+            self.x, self.y, s.header, s.capture, s.params, self.last_seq, self.target,
+            self.smoothed, self.applied, self.alpha, self.freeze,
+            self.lo, self.hi, self.is_log, self.rounded, self.limit, self.values,
+            rt.in_rows, rt.out_rows, rt.pool, rt.ops, rt.mix_rows, rt.run_fns, rt.handles,
+            rt.atom_out, rt.atom_reset, rt.controls, rt.target_param, rt.target_index, rt.counters,
+            self.record, self.rec_pos, self.trace, self.trace_pos,
+        )  # fmt: skip

@@ -1,0 +1,99 @@
+"""Find a running JACK server, or start ``jackd -d dummy`` for the demo and tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+
+import jack
+
+from rt_host.errors import DeepAFxError
+
+
+class JackServerError(DeepAFxError):
+    """No JACK server could be reached or started."""
+
+
+@contextlib.contextmanager
+def _quiet_libjack():
+    # libjack prints "Cannot connect to server socket" and friends while we probe
+    jack.set_error_function(lambda _msg: None)
+    jack.set_info_function(lambda _msg: None)
+    try:
+        yield
+    finally:
+        jack.set_error_function()
+        jack.set_info_function()
+
+
+def server_running(server_name: str | None = None) -> bool:
+    """True if a JACK server answers (probes with a short-lived client)."""
+    with _quiet_libjack():
+        try:
+            client = jack.Client("deepafx-rt-probe", no_start_server=True, servername=server_name)
+        except jack.JackOpenError:
+            return False
+        client.close()
+        return True
+
+
+class DummyServer:
+    """``jackd -d dummy`` as a child process: started, waited for, stopped.
+
+    >>> with DummyServer(rate=48000, period=128) as server:
+    ...     ...  # clients connect to the default server
+    """
+
+    def __init__(self, rate: int = 48000, period: int = 128, name: str | None = None) -> None:
+        self.rate, self.period, self.name = rate, period, name
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> DummyServer:
+        exe = shutil.which("jackd")
+        if exe is None:
+            raise JackServerError("jackd not found: install jackd2 (./install.sh does)")
+        cmd = [exe, "--no-realtime"] if os.environ.get("DEEPAFX_JACK_NO_RT") else [exe]
+        if self.name:
+            cmd += ["-n", self.name]
+        cmd += ["-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = (self.process.stderr.read() or "").strip().splitlines()
+                raise JackServerError(
+                    f"jackd exited at start ({err[-1] if err else 'no message'}); is another server running?"
+                )
+            if server_running(self.name):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise JackServerError(f"jackd did not answer within {timeout:g} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> DummyServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ensure_server(rate: int = 48000, period: int = 128) -> DummyServer | None:
+    """None if a server already runs; otherwise a started :class:`DummyServer`."""
+    if server_running():
+        return None
+    return DummyServer(rate, period).start()

@@ -1,0 +1,198 @@
+"""The live host on a real ``jackd -d dummy`` started by the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jack
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rt_host.bundle import write_level_follower_bundle
+from rt_host.live import latency as jack_latency
+from rt_host.live.host import LiveOptions
+from rt_host.live.server import DummyServer
+from rt_host.lv2 import Chain, ChainSpec
+from tests.live_support import HostThread, level_steps, unique_server_name
+
+RATE, PERIOD = 48000, 128
+
+
+@pytest.fixture(scope="module")
+def jack_server():
+    name = unique_server_name()
+    old = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    server = DummyServer(RATE, PERIOD, name=name).start()
+    yield server
+    server.stop()
+    if old is None:
+        os.environ.pop("JACK_DEFAULT_SERVER", None)
+    else:
+        os.environ["JACK_DEFAULT_SERVER"] = old
+
+
+@pytest.fixture(scope="module")
+def probe_bundle(tmp_path_factory) -> Path:
+    spec = ChainSpec.load("mastering")
+    return write_level_follower_bundle(tmp_path_factory.mktemp("bundle"), spec, window=4096, hop=1024)
+
+
+def test_played_file_recorded_output_equals_offline_render(jack_server, probe_bundle, tmp_path):
+    """Same input blocks, same per-block parameter trajectory → the same audio.
+
+    The live callback and the offline render run the same native chain program
+    on the same float32 data and the same float64 parameter mapping, so the
+    output should match to the last bit; 1e-6 leaves room only for a libm that
+    rounds pow() differently between numpy and numba.
+    """
+    x = level_steps(RATE, 1.5, [-40.0, -12.0, -30.0])
+    src = tmp_path / "in.wav"
+    sf.write(src, x.T, RATE, subtype="FLOAT")
+    rec = tmp_path / "rec.wav"
+    n_blocks = x.shape[1] // PERIOD + 400
+    opts = LiveOptions(bundle=probe_bundle, play=src, record=rec, status=False,
+                       trace_blocks=n_blocks, tail_s=0.3, outputs=[])  # fmt: skip
+    report = HostThread(opts).start().join()
+    assert report.exit_code == 0 and "to the end" in report.reason
+    assert report.predictions > 5
+    y_live, rate = sf.read(rec, dtype="float32", always_2d=True)
+    assert rate == RATE
+    y_live = y_live.T
+    trace = report.trace
+    blocks = min(len(trace), y_live.shape[1] // PERIOD)
+    assert blocks * PERIOD > x.shape[1]
+    played = np.zeros((2, blocks * PERIOD), dtype=np.float32)
+    played[:, : x.shape[1]] = x
+    chain = Chain(ChainSpec.load("mastering"))
+    y_off = chain(played, RATE, params=trace[:blocks], step_length=PERIOD, block_size=PERIOD)
+    diff = np.max(np.abs(y_live[:, : blocks * PERIOD] - y_off))
+    assert diff <= 1e-6, diff
+    assert np.max(np.abs(y_off)) > 0.01  # not comparing silence with silence
+
+    # the parameters followed the input's level: loud middle vs quiet start
+    quiet = trace[int(1.2 * RATE / PERIOD)]
+    loud = trace[int(2.8 * RATE / PERIOD)]
+    assert np.max(np.abs(loud - quiet)) > 0.05
+
+
+def _wait_for_port(client: jack.Client, name: str, timeout: float = 10.0) -> jack.Port:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return client.get_port_by_name(name)
+        except jack.JackError:
+            time.sleep(0.05)
+    raise AssertionError(f"port {name} never appeared")
+
+
+def test_reported_latency_matches_the_plugins(jack_server):
+    """With nothing upstream, our outputs' capture latency is the chain's own."""
+    client = jack.Client("latency-probe")
+    try:
+        host = HostThread(LiveOptions(chain="mastering", status=False, duration=2.0,
+                                      inputs=[], outputs=[])).start()  # fmt: skip
+        port = _wait_for_port(client, "deepafx-rt:out_1")
+        time.sleep(0.5)
+        lo, hi = jack_latency.port_latency(port, jack_latency.CAPTURE)
+        report = host.join()
+    finally:
+        client.close()
+    # LSP limiter lookahead, 5 ms at 48 kHz; the other two stages add none
+    assert report.latency == 240
+    assert (lo, hi) == (240, 240)
+
+
+def test_audio_flows_through_the_graph(jack_server):
+    """A separate JACK client plays a sine into us and records what comes back."""
+    client = jack.Client("tester")
+    outs = [client.outports.register(f"out_{i}") for i in (1, 2)]
+    ins = [client.inports.register(f"in_{i}") for i in (1, 2)]
+    phase = [0]
+    got = []
+    freq = 1000.0
+
+    def process(frames):
+        t = (phase[0] + np.arange(frames)) / RATE
+        s = (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+        phase[0] += frames
+        for p in outs:
+            p.get_array()[:] = s
+        got.append(ins[0].get_array().copy())
+
+    client.set_process_callback(process)
+    client.activate()
+    try:
+        host = HostThread(LiveOptions(chain="mastering", status=False, duration=3.0,
+                                      inputs=["tester:out_1", "tester:out_2"],
+                                      outputs=["tester:in_1", "tester:in_2"])).start()  # fmt: skip
+        _wait_for_port(client, "deepafx-rt:out_1")
+        report = host.join()
+    finally:
+        client.deactivate()
+        client.close()
+    assert report.exit_code == 0 and report.callback_errors == 0
+    y = np.concatenate(got[len(got) // 2 :])
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    peak_hz = np.argmax(spectrum) * RATE / len(y)
+    assert abs(peak_hz - freq) < 10 and np.sqrt(np.mean(y**2)) > 0.01
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rt_host", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+
+
+def test_sigterm_stops_cleanly_and_finalizes_the_recording(jack_server, tmp_path):
+    rec = tmp_path / "rec.wav"
+    proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=None)
+    time.sleep(4.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    info = sf.info(rec)
+    assert info.frames > RATE // 2 and info.channels == 2
+
+
+def test_server_death_gives_a_message_keeps_the_recording_and_exits_nonzero(tmp_path):
+    name = unique_server_name()
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
+    rec = tmp_path / "rec.wav"
+    with DummyServer(RATE, PERIOD, name=name) as server:
+        proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=env)
+        time.sleep(4.0)
+        server.process.kill()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, out + err
+    assert "JACK server went away" in err
+    assert sf.info(rec).frames > 0
+
+
+def test_no_server_is_a_clear_error(tmp_path):
+    env = dict(os.environ, JACK_DEFAULT_SERVER=unique_server_name())
+    proc = _cli("live", "--chain", "mastering", env=env)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1].startswith("deepafx-rt: error: no JACK server is running")
+    assert "Traceback" not in err
+
+
+def test_bad_bundle_is_refused_before_the_client_starts(jack_server, probe_bundle, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in probe_bundle.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "encoder.onnx").write_bytes(b"not a model")
+    proc = _cli("live", "--bundle", str(bad), env=None)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "not a valid ONNX model" in err and "Traceback" not in err
