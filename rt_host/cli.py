@@ -169,8 +169,7 @@ def _print_live_summary(report, options) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rt_host.demo import run_demo
 
-    run_demo(Path(args.out))
-    return 0
+    return run_demo(Path(args.out), args.seconds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_live)
 
-    p = sub.add_parser("demo", help="master a generated example through the mastering chain")
+    p = sub.add_parser("demo", help="master an example live on a self-started dummy JACK server")
     p.add_argument("--out", default="demo-output", help="folder for the results")
+    p.add_argument("--seconds", type=float, default=15.0, help="length of the example")
     p.set_defaults(func=cmd_demo)
     return parser
 

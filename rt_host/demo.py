@@ -1,7 +1,10 @@
-"""``deepafx-rt demo``: master a generated example and show what changed.
+"""``deepafx-rt demo``: the live host mastering an example on a dummy JACK server.
 
-Until the live host and the trained model land, the demo renders offline
-through the mastering chain at its default parameters, and says so.
+It starts ``jackd -d dummy`` (48 kHz, 128 frames) when no server runs, plays a
+generated un-mastered mix through the mastering chain as a JACK client, records
+the output, and writes the parameter automation and the spectra as PNGs. With
+a trained bundle in ``exported_models/mastering`` the model steers the chain;
+until one lands the chain runs at its default parameters, and the demo says so.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from rt_host import audio as audio_io
-from rt_host.lv2 import Chain
-from rt_host.render import render_file
+from rt_host.bundle import bundle_dir
+from rt_host.errors import DeepAFxError
 from rt_host.signals import unmastered_mix
+
+DEMO_RATE, DEMO_PERIOD = 48000, 128
 
 
 def _level(x: np.ndarray) -> str:
@@ -30,7 +35,7 @@ def plot_spectra(before: np.ndarray, after: np.ndarray, rate: int, path: Path) -
     from scipy.signal import welch
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for x, label in ((before, "input (un-mastered)"), (after, "mastering chain output")):
+    for x, label in ((before, "input (un-mastered)"), (after, "live output")):
         f, p = welch(x.mean(axis=0), fs=rate, nperseg=8192)
         ax.semilogx(f[1:], 10 * np.log10(p[1:] + 1e-20), label=label)
     ax.set(xlabel="frequency (Hz)", ylabel="power (dB/Hz)", title="Spectra before and after")
@@ -42,24 +47,46 @@ def plot_spectra(before: np.ndarray, after: np.ndarray, rate: int, path: Path) -
     plt.close(fig)
 
 
-def run_demo(out_dir: Path, seconds: float = 20.0) -> None:
+def run_demo(out_dir: Path, seconds: float = 15.0) -> int:
+    from rt_host.live.host import LiveHost, LiveOptions
+    from rt_host.live.server import ensure_server
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    chain = Chain.load("mastering")
-    rate = chain.sample_rate or 44100
     src = out_dir / "example-unmastered.wav"
-    dst = out_dir / "example-mastered.wav"
-    png = out_dir / "example-spectra.png"
-    audio_io.write_audio(src, unmastered_mix(seconds, rate), rate)
-    print("deepafx-rt demo: no trained mastering model is bundled yet, so the chain runs at its")
-    print("default parameters (Calf MBC → LSP GEQ x32 → LSP Limiter, stereo, 44.1 kHz).")
-    report = render_file(src, dst, chain)
-    before, _ = audio_io.read_audio(src)
-    after, _ = audio_io.read_audio(dst)
-    plot_spectra(before, after, rate, png)
-    print(f"  input : {src}  ({_level(before)})")
-    print(f"  output: {dst}  ({_level(after)})")
-    print(f"  plot  : {png}")
-    print(
-        f"  {report.seconds:.0f} s rendered at {report.realtime_factor:.0f}× real time; "
-        f"latency {report.latency_samples} samples compensated"
-    )
+    rec = out_dir / "example-live-mastered.wav"
+    audio_io.write_audio(src, unmastered_mix(seconds, 44100), 44100)
+    has_model = (bundle_dir("mastering") / "manifest.toml").is_file()
+    if has_model:
+        print("deepafx-rt demo: the trained mastering model steers the chain live.")
+    else:
+        print("deepafx-rt demo: no trained mastering model is bundled yet (exported_models/mastering),")
+        print("so the chain runs live at its default parameters.")
+    server = ensure_server(DEMO_RATE, DEMO_PERIOD)
+    if server is not None:
+        print(f"deepafx-rt demo: started jackd -d dummy ({DEMO_RATE} Hz, {DEMO_PERIOD} frames)")
+    try:
+        options = LiveOptions(
+            bundle="mastering" if has_model else None,
+            chain=None if has_model else "mastering",
+            play=src,
+            record=rec,
+            params_log=out_dir / "automation.csv",
+            plot=out_dir / "automation.png",
+            status=True,
+        )
+        report = LiveHost(options).run()
+    finally:
+        if server is not None:
+            server.stop()
+    if not rec.is_file():
+        raise DeepAFxError("the live run recorded nothing")
+    before, rate_in = audio_io.read_audio(src)
+    after, rate_out = audio_io.read_audio(rec)
+    before = audio_io.resample(before, rate_in, rate_out)
+    plot_spectra(before, after, rate_out, out_dir / "spectra.png")
+    print(f"deepafx-rt demo: {report.reason} ({report.xruns} xruns, latency {report.latency} samples)")
+    print(f"  input      : {src}  ({_level(before)})")
+    print(f"  recording  : {rec}  ({_level(after)})")
+    print(f"  automation : {out_dir / 'automation.png'} (and automation.csv)")
+    print(f"  spectra    : {out_dir / 'spectra.png'}")
+    return report.exit_code

@@ -210,9 +210,17 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("deepafx-rt: error:") and "Traceback" not in proc.stderr
 
 
-def test_demo_writes_results(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "demo", "--out", tmp_path)
-    assert code == 0
-    for name in ("example-unmastered.wav", "example-mastered.wav", "example-spectra.png"):
+def test_demo_runs_live_on_its_own_dummy_server(tmp_path, monkeypatch):
+    """The README's main command: jackd is started (under a private name), the
+    example is played through the chain live, and the results are written."""
+    from tests.live_support import unique_server_name
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", unique_server_name())
+    proc = subprocess.run([sys.executable, "-m", "rt_host", "demo", "--out", str(tmp_path),
+                           "--seconds", "4"], capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "started jackd -d dummy" in proc.stdout and "played example-unmastered.wav" in proc.stdout
+    for name in ("example-unmastered.wav", "example-live-mastered.wav", "automation.png",
+                 "automation.csv", "spectra.png"):  # fmt: skip
         assert (tmp_path / name).stat().st_size > 1000, name
-    assert "default parameters" in out
+    assert sf.info(tmp_path / "example-live-mastered.wav").duration > 4.0
