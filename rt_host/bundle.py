@@ -178,12 +178,16 @@ def write_level_follower_bundle(
     window: int = 8192,
     hop: int = 2048,
     seed: int = 0,
+    front_end: bool = False,
 ) -> Path:
     """Write a tiny stand-in bundle whose encoder maps the window's level to parameters.
 
     Each parameter is ``sigmoid(a_j · log(mean square + 1e-6) + b_j)`` with seeded
     ``a_j, b_j``: parameters move when the input's level changes, so tests and
     benchmarks can run the whole live path without a trained model (or TensorFlow).
+    ``front_end=True`` measures the level after a 1024 → 512 framed projection
+    (~40 MFLOP for a 40,960-sample window), so inference costs about what a real
+    encoder's spectral front end does (``window`` must be a multiple of 1024).
     """
     import onnx
     import tomli_w
@@ -198,10 +202,32 @@ def write_level_follower_bundle(
     rng = np.random.default_rng(seed)
     a = rng.uniform(-0.4, 0.4, size=(1, n)).astype(np.float32)
     b = (rng.uniform(-1.0, 1.0, size=(1, n)) + 2.0 * a[0] * 3.0).astype(np.float32)
-    nodes = [
-        helper.make_node("Mul", ["audio", "audio"], ["sq"]),
-        helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1], keepdims=1),
-        helper.make_node("Add", ["ms", "eps"], ["ms_eps"]),
+    initializers = []
+    if front_end:
+        if window % 1024:
+            raise ValueError("front_end=True needs a window that is a multiple of 1024")
+        proj = rng.standard_normal((1024, 512)).astype(np.float32) / 32.0
+        initializers += [
+            helper.make_tensor("frame_shape", TensorProto.INT64, [3], [0, window // 1024, 1024]),
+            helper.make_tensor("proj", TensorProto.FLOAT, [1024, 512], proj.ravel().tolist()),
+        ]
+        nodes = [
+            helper.make_node("Reshape", ["audio", "frame_shape"], ["frames"]),
+            helper.make_node("MatMul", ["frames", "proj"], ["spec"]),
+            helper.make_node("Mul", ["spec", "spec"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1, 2], keepdims=0),
+            helper.make_node("Unsqueeze", ["ms", "axis1"], ["ms2"]),
+        ]
+        initializers.append(helper.make_tensor("axis1", TensorProto.INT64, [1], [1]))
+        level_in = "ms2"
+    else:
+        nodes = [
+            helper.make_node("Mul", ["audio", "audio"], ["sq"]),
+            helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[1], keepdims=1),
+        ]
+        level_in = "ms"
+    nodes += [
+        helper.make_node("Add", [level_in, "eps"], ["ms_eps"]),
         helper.make_node("Log", ["ms_eps"], ["level"]),
         helper.make_node("Mul", ["level", "a"], ["scaled"]),
         helper.make_node("Add", ["scaled", "b"], ["logits"]),
@@ -212,7 +238,8 @@ def write_level_follower_bundle(
         "level_follower",
         [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", window])],
         [helper.make_tensor_value_info("params", TensorProto.FLOAT, ["batch", n])],
-        initializer=[
+        initializer=initializers
+        + [
             helper.make_tensor("eps", TensorProto.FLOAT, [1], [1e-6]),
             helper.make_tensor("a", TensorProto.FLOAT, [1, n], a.ravel().tolist()),
             helper.make_tensor("b", TensorProto.FLOAT, [1, n], b.ravel().tolist()),

@@ -109,6 +109,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         blocks = [int(b) for b in args.blocks.split(",")]
         render.run(blocks, args.frames, args.repeats, args.seconds, args.json, args.chain)
+    elif args.what == "live":
+        from rt_host.bench import live
+
+        blocks = [int(b) for b in args.blocks.split(",")]
+        live.run(blocks, args.soak or args.seconds, args.json)
     return 0
 
 
@@ -152,6 +157,10 @@ def cmd_live(args: argparse.Namespace) -> int:
     )
     report = LiveHost(options).run()
     _print_live_summary(report, options)
+    if args.stats_json:
+        from rt_host.live.stats import write_stats
+
+        write_stats(report, args.stats_json)
     return report.exit_code
 
 
@@ -225,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=30.0, help="audio length for the chain RTF")
     b.add_argument("--chain", default="mastering", help="chain whose plugins are timed")
     b.add_argument("--json", type=Path, default=Path("bench-results/render.json"))
+    b = bench.add_parser("live", help="the live host vs three chained jalv on a dummy jackd")
+    b.add_argument("--blocks", default="128,256", help="comma-separated JACK periods")
+    b.add_argument("--seconds", type=float, default=60.0, help="length of each measured phase")
+    b.add_argument("--soak", type=float, metavar="SECONDS", help="a long run instead (e.g. 600)")
+    b.add_argument("--json", type=Path, default=Path("bench-results/live.json"))
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("live", help="run as a JACK client (also: deepafx-rt --task NAME …)")
@@ -270,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "duplicate", "mix", "first"],
         default="auto",
         help="how a played file's channels meet the chain's",
+    )
+    p.add_argument(
+        "--stats-json",
+        type=Path,
+        metavar="FILE",
+        help="write run statistics (callback times, inference, xruns, RSS) as JSON",
     )
     p.set_defaults(func=cmd_live)
 

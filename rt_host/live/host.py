@@ -38,6 +38,7 @@ from rt_host.live.controller import Controller, ControllerGeometry
 from rt_host.live.latency import LatencyReporter
 from rt_host.live.realtime import RealtimeChain
 from rt_host.live.server import JackServerError
+from rt_host.live.stats import memory_mb
 from rt_host.lv2.chain import Chain
 
 log = logging.getLogger("rt_host")
@@ -85,6 +86,7 @@ class LiveReport:
     trace: np.ndarray | None = None
     record: Path | None = None
     played: np.ndarray | None = None
+    memory_mb: dict = field(default_factory=dict)
 
 
 class LiveHost:
@@ -185,6 +187,7 @@ class LiveHost:
         gc.freeze()  # set-up objects stay out of any later collection
         gc.disable()
         started = time.monotonic()
+        memory = {}
         try:
             client.activate()
             self._connect(client, initial=True)
@@ -193,6 +196,7 @@ class LiveHost:
             if recorder is not None:
                 recorder.start()
             self._watch(client, chain, state, controller, started)
+            memory = memory_mb()  # while the client still maps the server's memory
         finally:
             if controller is not None:
                 controller.stop()
@@ -222,6 +226,7 @@ class LiveHost:
             trace=rtc.trace[: int(rtc.trace_pos[0])].copy() if opt.trace_blocks else None,
             record=opt.record,
             played=self._play,
+            memory_mb=memory,
         )
         self._write_outputs(chain)
         state.close(unlink=use_process)

@@ -8,9 +8,12 @@ guard the output against NaN/Inf, and copy it to the recording ring and the
 parameter trace. Nothing allocates; nothing waits.
 
 Smoothing is a one-pole low-pass per block (``alpha = 1 − exp(−frames / (τ · rate))``).
-A port is written only when its smoothed value moved by more than
-``WRITE_THRESHOLD`` (normalized): LSP's equalizer recomputes its filters on
-every change, and a converged value should cost nothing.
+The smoothed values reach the ports at a control rate — at most once every
+``control_interval`` frames (default 512, ~11 ms at 48 kHz) — and only when one
+moved by more than ``WRITE_THRESHOLD`` (normalized). Why: LSP's graphic
+equalizer recomputes its filters on every change; measured here, writing
+smoothed values every 128-frame block raised the mastering chain's callback
+from ~200 to ~530 µs, while 11 ms steps of a glide are far below audibility.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ def _map_params(applied, lo, hi, is_log, rounded, limit, values):
 @numba.njit(nogil=True, cache=True)
 def live_block(
     x, y, header, capture, params, last_seq, target, smoothed, applied, alpha, freeze,
+    since_write, control_interval,
     lo, hi, is_log, rounded, limit, values,
     in_rows, out_rows, pool, ops, mix_rows, run_fns, handles, atom_out, atom_reset,
     controls, target_param, target_index, counters,
@@ -70,15 +74,22 @@ def live_block(
             if np.isfinite(v):
                 target[j] = min(max(v, 0.0), 1.0)
         last_seq[0] = seq
-    # 3. smooth, and write the ports that really moved
-    changed = False
+    # 3. smooth every block; write the ports that really moved, at the control rate
     for j in range(target.shape[0]):
         smoothed[j] += alpha * (target[j] - smoothed[j])
-        if abs(smoothed[j] - applied[j]) > 1e-4 or (
-            smoothed[j] != applied[j] and abs(target[j] - smoothed[j]) <= 1e-4
-        ):
-            applied[j] = smoothed[j]
-            changed = True
+        if abs(target[j] - smoothed[j]) <= WRITE_THRESHOLD:
+            smoothed[j] = target[j]  # arrived: stop creeping
+    changed = False
+    since_write[0] += frames
+    if since_write[0] >= control_interval:
+        for j in range(target.shape[0]):
+            if abs(smoothed[j] - applied[j]) > WRITE_THRESHOLD or (
+                smoothed[j] == target[j] and applied[j] != target[j]
+            ):
+                applied[j] = smoothed[j]
+                changed = True
+        if changed:
+            since_write[0] = 0
     n_steps = 0
     if changed:
         _map_params(applied, lo, hi, is_log, rounded, limit, values)
@@ -119,6 +130,7 @@ class RealtimeChain:
         state: shared.SharedState,
         *,
         smoothing_s: float = 0.1,
+        control_interval: int = 512,
         initial: np.ndarray | None = None,
         trace_blocks: int = 0,
         record_frames: int = 0,
@@ -138,6 +150,8 @@ class RealtimeChain:
         self.applied = self.target.copy()
         self.alpha = 1.0 - math.exp(-block / (max(smoothing_s, 1e-6) * sample_rate))
         self.last_seq = np.zeros(1, dtype=np.int64)
+        self.since_write = np.zeros(1, dtype=np.int64)
+        self.control_interval = int(control_interval)
         self.freeze = np.zeros(1, dtype=np.int64)
         ps = chain.parameters
         self.lo = np.array([p.minimum for p in ps], dtype=np.float64)
@@ -169,6 +183,7 @@ class RealtimeChain:
         live_block(
             self.x, self.y, s.header, s.capture, s.params, self.last_seq, self.target,
             self.smoothed, self.applied, self.alpha, self.freeze,
+            self.since_write, self.control_interval,
             self.lo, self.hi, self.is_log, self.rounded, self.limit, self.values,
             rt.in_rows, rt.out_rows, rt.pool, rt.ops, rt.mix_rows, rt.run_fns, rt.handles,
             rt.atom_out, rt.atom_reset, rt.controls, rt.target_param, rt.target_index, rt.counters,

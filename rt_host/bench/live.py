@@ -1,0 +1,245 @@
+"""``deepafx-rt bench live``: our JACK client against three chained ``jalv``.
+
+For each block size, one dummy ``jackd`` at 48 kHz and a player client looping
+music run throughout; then, one after another, for ``--seconds`` each:
+
+* **idle** — the server and the player alone: the baseline;
+* **ours (process)** — ``deepafx-rt live`` with the model in a controller
+  process, predicting every hop;
+* **ours (thread)** — the same with the controller as a thread in the audio
+  process (the GIL shares one lock with the callback);
+* **jalv ×3** — ``jalv`` hosting each plugin of the chain, with the chain's
+  fixed values and default parameters, chained in the same graph (the C
+  reference).
+
+A monitor client samples the server's DSP load (``jack_cpu_load``) every 0.1 s
+and counts xruns; our client reports its own callback times, inference times
+and RSS. The model is a stand-in bundle at the mastering geometry (40,960
+samples at 22,050 Hz, hop 4,096) with a spectral-projection front end (~1 ms):
+no trained model has landed yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jack
+import numpy as np
+from tqdm import tqdm
+
+from rt_host import audio as audio_io
+from rt_host.bundle import write_level_follower_bundle
+from rt_host.live.server import DummyServer, _quiet_libjack
+from rt_host.live.stats import memory_mb
+from rt_host.lv2 import Chain, ChainSpec
+from rt_host.signals import unmastered_mix
+
+RATE = 48000
+
+
+class Monitor:
+    """A passive JACK client: DSP load samples and an xrun count."""
+
+    def __init__(self) -> None:
+        self.client = jack.Client("bench-monitor", no_start_server=True)
+        self.xruns = 0
+        self.client.set_xrun_callback(self._xrun)
+        self.client.activate()
+
+    def _xrun(self, _delay) -> None:
+        self.xruns += 1
+
+    def measure(self, seconds: float, progress=None) -> dict:
+        start_xruns = self.xruns
+        loads = []
+        end = time.monotonic() + seconds
+        next_tick = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            loads.append(self.client.cpu_load())
+            time.sleep(0.1)
+            if progress is not None and time.monotonic() >= next_tick:
+                progress.update(1)
+                next_tick += 1.0
+        loads = np.array(loads[5:] or loads)  # the first samples still average the previous phase
+        return {"dsp_mean": float(loads.mean()), "dsp_max": float(loads.max()),
+                "xruns": self.xruns - start_xruns}  # fmt: skip
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def _wait_port(client: jack.Client, name: str, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            client.get_port_by_name(name)
+            return
+        except jack.JackError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {name} did not appear within {timeout:g} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ours(monitor, env, bundle: Path, mode: str, seconds: float, tmp: Path, progress) -> dict:
+    stats = tmp / f"ours-{mode}.json"
+    cmd = [sys.executable, "-m", "rt_host", "-q", "live", "--bundle", str(bundle),
+           "--controller", mode, "--in", "player:out_1", "player:out_2", "--out",
+           "--stats-json", str(stats)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_port(monitor.client, "deepafx-rt:out_1")
+        time.sleep(1.0)  # the controller's first predictions
+        result = monitor.measure(seconds, progress)
+    finally:
+        _stop(proc)
+    out, err = proc.communicate()
+    if not stats.is_file():
+        raise RuntimeError(f"our client wrote no statistics: {err.strip()[-300:]}")
+    return result | {"client": json.loads(stats.read_text())}
+
+
+def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
+    procs, names = [], []
+    for stage in chain.stages:
+        values = dict(chain._fixed[chain.stages.index(stage)])
+        for p in chain.parameters:
+            if p.stage == stage.name:
+                values[p.symbol] = p.default
+        cmd = ["jalv", "-n", f"jalv-{stage.name}"]
+        for sym, val in values.items():
+            cmd += ["-c", f"{sym}={val:g}"]
+        cmd.append(stage.plugin.uri)
+        # jalv quits when stdin closes: keep an open pipe for as long as it runs
+        procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        names.append(f"jalv-{stage.name}")
+    try:
+        upstream = ["player:out_1", "player:out_2"]
+        for stage, name in zip(chain.stages, names):
+            ins = [f"{name}:{p.symbol}" for p in stage.plugin.audio_inputs]
+            outs = [f"{name}:{p.symbol}" for p in stage.plugin.audio_outputs]
+            _wait_port(monitor.client, outs[-1])
+            for src, dst in zip(upstream, ins):
+                monitor.client.connect(src, dst)
+            upstream = outs
+        time.sleep(1.0)
+        result = monitor.measure(seconds, progress)
+        mems = [memory_mb(p.pid) for p in procs]
+        result["memory_mb"] = {
+            "rss": sum(m["rss"] or 0 for m in mems),
+            "rss_without_jack": sum(m["rss_without_jack"] or 0 for m in mems),
+        }
+        return result
+    finally:
+        for proc in procs:
+            proc.stdin.close()
+            _stop(proc)
+
+
+def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path, progress) -> dict:
+    name = f"deepafx-bench-{os.getpid()}-{block}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
+    old = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    try:
+        with DummyServer(RATE, block, name=name):
+            player = subprocess.Popen([sys.executable, "-m", "rt_host.bench.player", str(music)], env=env)
+            with _quiet_libjack():
+                monitor = Monitor()
+            try:
+                _wait_port(monitor.client, "player:out_1")
+                time.sleep(1.0)
+                rows = {"idle": monitor.measure(seconds, progress)}
+                rows["ours_process"] = _ours(monitor, env, bundle, "process", seconds, tmp, progress)
+                rows["ours_thread"] = _ours(monitor, env, bundle, "thread", seconds, tmp, progress)
+                rows["jalv_x3"] = _jalv(monitor, env, Chain.load("mastering"), seconds, progress)
+            finally:
+                monitor.close()
+                _stop(player)
+    finally:
+        if old is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = old
+    idle = rows["idle"]
+    for key in ("ours_process", "ours_thread", "jalv_x3"):
+        rows[key]["dsp_added"] = rows[key]["dsp_mean"] - idle["dsp_mean"]
+        rows[key]["xruns_over_idle"] = rows[key]["xruns"] - idle["xruns"]
+    jalv_added = rows["jalv_x3"]["dsp_added"]
+    for key in ("ours_process", "ours_thread"):
+        rows[key]["dsp_ratio_to_jalv"] = rows[key]["dsp_added"] / jalv_added if jalv_added > 0 else None
+    return rows
+
+
+def run(blocks: list[int], seconds: float, json_path: Path | None) -> dict:
+    results = {"rate": RATE, "seconds": seconds, "baseline": "idle server + player; jalv ×3", "blocks": {}}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        music = tmp / "music.wav"
+        audio_io.write_audio(music, unmastered_mix(30.0, 44100, peak_dbfs=-3.0), 44100, "FLOAT")
+        bundle = write_level_follower_bundle(
+            tmp / "bundle", ChainSpec.load("mastering"), task="mastering-standin",
+            window=40960, hop=4096, front_end=True,
+        )  # fmt: skip
+        total = int(len(blocks) * 4 * seconds)
+        with tqdm(total=total, desc="bench live", unit="s", leave=False) as progress:
+            for block in blocks:
+                results["blocks"][str(block)] = bench_block(block, seconds, tmp, bundle, music, progress)
+    print_report(results)
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {json_path}")
+    return results
+
+
+def print_report(results: dict) -> None:
+    print(
+        f"Live host vs three chained jalv — dummy jackd {results['rate']} Hz, {results['seconds']:g} s each"
+    )
+    for block, rows in results["blocks"].items():
+        period = 1e6 * int(block) / results["rate"]
+        print(f"\nblock {block} (period {period:.0f} µs)")
+        print(
+            f"  {'case':<14} {'DSP mean':>8} {'max':>6} {'added':>6} {'vs jalv':>7} {'xruns':>5} {'+idle':>5}"
+        )
+        for key in ("idle", "ours_process", "ours_thread", "jalv_x3"):
+            r = rows[key]
+            added = f"{r['dsp_added']:6.2f}" if "dsp_added" in r else "     -"
+            ratio = r.get("dsp_ratio_to_jalv")
+            ratio_s = f"{ratio:7.2f}" if ratio is not None else "      -"
+            over = f"{r['xruns_over_idle']:5d}" if "xruns_over_idle" in r else "    -"
+            load = f"{r['dsp_mean']:7.2f}% {r['dsp_max']:5.1f}%"
+            print(f"  {key:<14} {load} {added} {ratio_s} {r['xruns']:5d} {over}")
+        for key in ("ours_process", "ours_thread"):
+            c = rows[key]["client"]
+            cb, inf = c["callback_us"], c["inference_ms"]
+            hop_ms = 1e3 * 4096 / 22050
+            print(
+                f"  {key}: callback mean {cb['mean']:.0f} p99 {cb['p99']:.0f} p99.9 {cb['p99.9']:.0f} "
+                f"max {cb['max']:.0f} µs ({c['callbacks_over_period']} over the period); inference "
+                f"p50 {inf['p50']:.2f} p99 {inf['p99']:.2f} ms "
+                f"= {100 * inf['p99'] / hop_ms:.1f} % of the hop; "
+                f"RSS {c['memory_mb']['rss']:.0f} MB, {c['memory_mb']['rss_without_jack']:.0f} MB without "
+                f"JACK's shared memory (controller process peak "
+                f"{c['peak_rss_mb_controller_process']:.0f} MB); "
+                f"tensorflow imported: {c['tensorflow_imported']}"
+            )
+        j = rows["jalv_x3"]["memory_mb"]
+        print(f"  jalv_x3: RSS of the three {j['rss']:.0f} MB, {j['rss_without_jack']:.0f} MB without JACK's")
