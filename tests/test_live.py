@@ -196,3 +196,48 @@ def test_bad_bundle_is_refused_before_the_client_starts(jack_server, probe_bundl
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "not a valid ONNX model" in err and "Traceback" not in err
+
+
+def test_freeze_holds_the_first_prediction(jack_server, probe_bundle, tmp_path):
+    x = level_steps(RATE, 1.5, [-40.0, -12.0, -30.0])
+    src = tmp_path / "in.wav"
+    sf.write(src, x.T, RATE, subtype="FLOAT")
+    opts = LiveOptions(bundle=probe_bundle, play=src, status=False, freeze=True, outputs=[],
+                       trace_blocks=x.shape[1] // PERIOD, tail_s=0.1)  # fmt: skip
+    report = HostThread(opts).start().join()
+    assert report.predictions > 5  # the model kept predicting…
+    trace = report.trace
+    loud, quiet = trace[int(2.8 * RATE / PERIOD)], trace[int(4.2 * RATE / PERIOD)]
+    np.testing.assert_array_equal(loud, quiet)  # …but the parameters held
+
+
+def test_ports_are_reconnected_when_they_come_back(jack_server):
+    def tester() -> jack.Client:
+        c = jack.Client("comeback")
+        for i in (1, 2):
+            c.inports.register(f"in_{i}")
+        c.activate()
+        return c
+
+    client = tester()
+    host = HostThread(LiveOptions(chain="mastering", status=False, duration=6.0, inputs=[],
+                                  outputs=["comeback:in_1", "comeback:in_2"])).start()  # fmt: skip
+    try:
+        port = _wait_for_port(client, "deepafx-rt:out_1")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not client.get_all_connections(port):
+            time.sleep(0.05)
+        assert [p.name for p in client.get_all_connections(port)] == ["comeback:in_1"]
+        client.deactivate()
+        client.close()
+        time.sleep(0.5)
+        client = tester()  # the ports come back
+        port = client.get_port_by_name("deepafx-rt:out_1")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not client.get_all_connections(port):
+            time.sleep(0.05)
+        assert [p.name for p in client.get_all_connections(port)] == ["comeback:in_1"]
+    finally:
+        report = host.join()
+        client.close()
+    assert report.exit_code == 0

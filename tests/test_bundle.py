@@ -1,0 +1,110 @@
+"""Model bundles: a good one loads; every kind of bad one is refused with its reason."""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+
+from rt_host.bundle import BundleError, load_bundle, write_level_follower_bundle
+from rt_host.lv2 import ChainSpec
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    return write_level_follower_bundle(tmp_path_factory.mktemp("good"), ChainSpec.load("mastering"))
+
+
+@pytest.fixture
+def copy(good, tmp_path) -> Path:
+    dst = tmp_path / "bundle"
+    shutil.copytree(good, dst)
+    return dst
+
+
+def edit_manifest(path: Path, **changes) -> None:
+    m = tomllib.loads((path / "manifest.toml").read_text())
+    for key, value in changes.items():
+        if value is None:
+            m.pop(key)
+        else:
+            m[key] = value
+    (path / "manifest.toml").write_text(tomli_w.dumps(m))
+
+
+def test_a_good_bundle_loads_and_predicts_in_range(good):
+    b = load_bundle(good)
+    assert b.window == 8192 and len(b.parameters) == 53
+    s = b.session()
+    loud = b.predict(s, np.full(b.window, 0.3, np.float32))
+    quiet = b.predict(s, np.full(b.window, 0.003, np.float32))
+    assert loud.shape == (53,) and np.all((loud >= 0) & (loud <= 1))
+    assert np.max(np.abs(loud - quiet)) > 0.05  # the stand-in follows the level
+
+
+def test_front_end_stand_in_loads(tmp_path):
+    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"), window=4096, front_end=True)
+    assert load_bundle(p).parameters[0] == "gate.range0"
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda p: (p / "manifest.toml").unlink(), "has no manifest.toml"),
+        (lambda p: (p / "manifest.toml").write_text("format = [1"), "not valid TOML"),
+        (lambda p: edit_manifest(p, window=None), "missing key(s) window"),
+        (lambda p: edit_manifest(p, format=9), "this host reads format 1"),
+        (lambda p: edit_manifest(p, hop=100000), "is longer than the window"),
+        (lambda p: edit_manifest(p, window=4096), "input shape"),
+        (lambda p: edit_manifest(p, parameters=["a.b"]), "do not match the chain"),
+        (lambda p: (p / "encoder.onnx").unlink(), "model file encoder.onnx is missing"),
+        (lambda p: (p / "encoder.onnx").write_bytes(b"\x08\x01garbage"), "not a valid ONNX model"),
+    ],
+    ids=[
+        "no-manifest",
+        "bad-toml",
+        "missing-key",
+        "format",
+        "hop",
+        "window",
+        "params",
+        "no-model",
+        "corrupt-model",
+    ],  # fmt: skip
+)
+def test_bad_bundles_are_refused_with_a_reason(copy, breakage, message):
+    breakage(copy)
+    with pytest.raises(BundleError, match=None) as err:
+        load_bundle(copy)
+    assert message in str(err.value)
+
+
+def test_chain_with_a_missing_plugin_is_refused(copy):
+    m = tomllib.loads((copy / "manifest.toml").read_text())
+    m["chain"]["stage"][0]["plugin"] = "http://example.org/no-such-plugin"
+    (copy / "manifest.toml").write_text(tomli_w.dumps(m))
+    with pytest.raises(Exception, match="no installed LV2 plugin matches"):
+        load_bundle(copy)
+
+
+def test_output_shape_must_match_the_chain(tmp_path):
+    # a bundle made for the nonspeech chain (23 outputs) but claiming the mastering chain
+    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"))
+    m = tomllib.loads((p / "manifest.toml").read_text())
+    mastering = ChainSpec.load("mastering")
+    m["chain"] = mastering.to_dict()
+    from rt_host.lv2 import Chain
+
+    m["parameters"] = Chain(mastering).parameter_names
+    (p / "manifest.toml").write_text(tomli_w.dumps(m))
+    with pytest.raises(BundleError, match="output shape"):
+        load_bundle(p)
+
+
+def test_unknown_task_says_how_to_make_one():
+    with pytest.raises(BundleError, match="training/export.py"):
+        load_bundle("no-such-task")
