@@ -11,6 +11,7 @@ APT_PACKAGES=(
   calf-plugins lsp-plugins-lv2 x42-plugins # the plugins the chains use
   jackd2 jalv                              # live host and its C reference
   libsndfile1                              # soundfile's backend
+  warzone2100-music fretsonfire-songs-muldjord fretsonfire-songs-sectoid  # mastered music (data sets)
   python3 python3-venv                     # the interpreter, when the system has none
 )
 
