@@ -154,6 +154,10 @@ def cmd_live(args: argparse.Namespace) -> int:
         duration=args.duration,
         status=not args.quiet,
         map_channels=args.map_channels,
+        midi=not args.no_midi,
+        midi_in=args.midi_in,
+        midi_map=args.midi_map,
+        midi_learn=args.midi_learn,
     )
     report = LiveHost(options).run()
     _print_live_summary(report, options)
@@ -172,6 +176,20 @@ def _print_live_summary(report, options) -> None:
                         ("automation plot", options.plot)):  # fmt: skip
         if path:
             print(f"  {label}: {path}", file=stream)
+
+
+# --- midi ------------------------------------------------------------------
+def cmd_midi(args: argparse.Namespace) -> int:
+    from rt_host.live.midi import api_name, list_ports, midi_api
+
+    api = midi_api()
+    ports = list_ports(api)
+    print(f"MIDI sources ({api_name(api)}):")
+    for port in ports:
+        print(f"  {port}")
+    if not ports:
+        print("  (none)")
+    return 0
 
 
 # --- demo ------------------------------------------------------------------
@@ -285,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="how a played file's channels meet the chain's",
     )
+    p.add_argument("--midi-in", metavar="NAME", help="listen to this MIDI source (name or part of it)")
+    p.add_argument("--midi-map", type=Path, metavar="FILE", help="CC → parameter map (TOML)")
+    p.add_argument("--midi-learn", metavar="PARAM", help="bind PARAM to the next CC that moves; save the map")
+    p.add_argument("--no-midi", action="store_true", help="no MIDI input")
     p.add_argument(
         "--stats-json",
         type=Path,
@@ -292,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write run statistics (callback times, inference, xruns, RSS) as JSON",
     )
     p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("midi", help="MIDI helpers")
+    midi_sub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    midi_sub.add_parser("ports", help="list the MIDI sources the live host can listen to")
+    p.set_defaults(func=cmd_midi)
 
     p = sub.add_parser("demo", help="master an example live on a self-started dummy JACK server")
     p.add_argument("--out", default="demo-output", help="folder for the results")

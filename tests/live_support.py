@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 
 import numpy as np
 
 from rt_host.live.host import LiveHost, LiveOptions, LiveReport
 
 
-def unique_server_name() -> str:
-    return f"deepafx-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+def unique_server_name(role: str = "main") -> str:
+    """A JACK server name for tests, fixed per role.
+
+    JACK2 keeps 8 server slots and reclaims a dead server's slot only when a
+    server of the *same name* starts again: a fresh name per run would leak the
+    slot of every server a test kills (and start failing with "Too many servers
+    already active").
+    """
+    return f"deepafx-test-{role}"
 
 
 class HostThread:

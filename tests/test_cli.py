@@ -215,7 +215,7 @@ def test_demo_runs_live_on_its_own_dummy_server(tmp_path, monkeypatch):
     example is played through the chain live, and the results are written."""
     from tests.live_support import unique_server_name
 
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", unique_server_name())
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", unique_server_name("demo"))
     proc = subprocess.run([sys.executable, "-m", "rt_host", "demo", "--out", str(tmp_path),
                            "--seconds", "4"], capture_output=True, text=True, timeout=180)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -99,8 +99,13 @@ def test_reported_latency_matches_the_plugins(jack_server):
         host = HostThread(LiveOptions(chain="mastering", status=False, duration=2.0,
                                       inputs=[], outputs=[])).start()  # fmt: skip
         port = _wait_for_port(client, "deepafx-rt:out_1")
-        time.sleep(0.5)
+        # ports exist before the client activates (after the MIDI receiver starts);
+        # JACK asks for latencies on activation
+        deadline = time.monotonic() + 10
         lo, hi = jack_latency.port_latency(port, jack_latency.CAPTURE)
+        while (lo, hi) == (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lo, hi = jack_latency.port_latency(port, jack_latency.CAPTURE)
         report = host.join()
     finally:
         client.close()
@@ -129,7 +134,7 @@ def test_audio_flows_through_the_graph(jack_server):
     client.set_process_callback(process)
     client.activate()
     try:
-        host = HostThread(LiveOptions(chain="mastering", status=False, duration=3.0,
+        host = HostThread(LiveOptions(chain="mastering", status=False, duration=2.0,
                                       inputs=["tester:out_1", "tester:out_2"],
                                       outputs=["tester:in_1", "tester:in_2"])).start()  # fmt: skip
         _wait_for_port(client, "deepafx-rt:out_1")
@@ -144,6 +149,21 @@ def test_audio_flows_through_the_graph(jack_server):
     assert abs(peak_hz - freq) < 10 and np.sqrt(np.mean(y**2)) > 0.01
 
 
+def _wait_for_client(server_env: dict | None, timeout: float = 60.0) -> None:
+    """Until deepafx-rt's output port exists and the client runs."""
+    name = (server_env or os.environ).get("JACK_DEFAULT_SERVER")
+    probe = jack.Client("waiter", servername=name)
+    try:
+        port = _wait_for_port(probe, "deepafx-rt:out_1", timeout)
+        deadline = time.monotonic() + timeout
+        while jack_latency.port_latency(port, jack_latency.CAPTURE) == (0, 0):
+            assert time.monotonic() < deadline, "the client never activated"
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        probe.close()
+
+
 def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rt_host", *args],
@@ -154,7 +174,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 def test_sigterm_stops_cleanly_and_finalizes_the_recording(jack_server, tmp_path):
     rec = tmp_path / "rec.wav"
     proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=None)
-    time.sleep(4.0)
+    _wait_for_client(None)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -164,12 +184,12 @@ def test_sigterm_stops_cleanly_and_finalizes_the_recording(jack_server, tmp_path
 
 
 def test_server_death_gives_a_message_keeps_the_recording_and_exits_nonzero(tmp_path):
-    name = unique_server_name()
+    name = unique_server_name("death")
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     rec = tmp_path / "rec.wav"
     with DummyServer(RATE, PERIOD, name=name) as server:
         proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=env)
-        time.sleep(4.0)
+        _wait_for_client(env)
         server.process.kill()
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 1, out + err
@@ -178,7 +198,7 @@ def test_server_death_gives_a_message_keeps_the_recording_and_exits_nonzero(tmp_
 
 
 def test_no_server_is_a_clear_error(tmp_path):
-    env = dict(os.environ, JACK_DEFAULT_SERVER=unique_server_name())
+    env = dict(os.environ, JACK_DEFAULT_SERVER=unique_server_name("absent"))
     proc = _cli("live", "--chain", "mastering", env=env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2

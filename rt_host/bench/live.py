@@ -153,7 +153,7 @@ def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
 
 
 def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path, progress) -> dict:
-    name = f"deepafx-bench-{os.getpid()}-{block}"
+    name = "deepafx-bench"  # a fixed name: JACK2 reclaims a dead server's slot only by name
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     old = os.environ.get("JACK_DEFAULT_SERVER")
     os.environ["JACK_DEFAULT_SERVER"] = name

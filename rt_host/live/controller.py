@@ -21,6 +21,7 @@ import numpy as np
 import soxr
 
 from rt_host.bundle import Bundle, load_bundle
+from rt_host.errors import DeepAFxError
 from rt_host.live import shared
 
 
@@ -97,8 +98,14 @@ class Controller:
         self.bundle, self.state, self.jack_rate, self.mode = bundle, state, jack_rate, mode
         self._worker: threading.Thread | mp.Process | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0) -> None:
+        """Start, and wait until the model is loaded and the loop runs.
+
+        Done before the JACK client activates: the first seconds of audio should
+        not run without the model, and loading it competes for the CPU.
+        """
         self.state.header[shared.STOP] = 0
+        self.state.header[shared.CONTROLLER_ALIVE] = 0
         if self.mode == "thread":
             self._worker = threading.Thread(target=self._thread_main, name="deepafx-controller", daemon=True)
         else:
@@ -110,6 +117,12 @@ class Controller:
                 daemon=True,
             )
         self._worker.start()
+        deadline = time.monotonic() + timeout
+        while self.state.header[shared.CONTROLLER_ALIVE] == 0:
+            if not self._worker.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise DeepAFxError("the controller did not start (see the message above)")
+            time.sleep(0.01)
 
     def _thread_main(self) -> None:
         try:

@@ -66,6 +66,10 @@ class LiveOptions:
     status: bool = True
     trace_blocks: int = 0  # keep the applied parameters of this many blocks (tests)
     map_channels: str = "auto"
+    midi: bool = True  # a MIDI input (virtual port, or --midi-in) with the task's map
+    midi_in: str | None = None  # connect to this source (name or part of it)
+    midi_map: Path | None = None  # None: the map shipped with the bundle or chain, if any
+    midi_learn: str | None = None  # bind this parameter to the first CC that moves
 
 
 @dataclass
@@ -87,6 +91,8 @@ class LiveReport:
     record: Path | None = None
     played: np.ndarray | None = None
     memory_mb: dict = field(default_factory=dict)
+    midi: dict = field(default_factory=dict)
+    midi_latency_us: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class LiveHost:
@@ -119,6 +125,22 @@ class LiveHost:
         for path in (opt.record, opt.params_log, opt.plot):
             if path is not None:
                 _check_output(Path(path), opt.play)
+        self.midi_map = None
+        if opt.midi:
+            from rt_host.live.midi import MidiError, MidiMap, default_map_path
+
+            path = opt.midi_map
+            if path is not None and not Path(path).is_file() and opt.midi_learn:
+                self.midi_map = MidiMap(path=Path(path))  # learning starts a new map
+            else:
+                path = path or default_map_path(chain.name, self.bundle.path if self.bundle else None)
+                self.midi_map = MidiMap.load(path, chain.parameter_names) if path else MidiMap()
+            if opt.midi_learn is not None:
+                if opt.midi_learn not in chain.parameter_names:
+                    raise MidiError(f"--midi-learn {opt.midi_learn!r} is not a predicted parameter")
+                if self.midi_map.path is None:
+                    self.midi_map.path = Path("midi-map.toml")
+                _check_output(self.midi_map.path, None)
         if opt.play is not None:
             audio, rate = audio_io.read_audio(opt.play)
             audio = audio_io.sanitize(audio, Path(opt.play).name)
@@ -139,13 +161,17 @@ class LiveHost:
                 ) from None
 
     def run(self) -> LiveReport:
-        chain = self._prepare_inputs()
-        client = self._open_client()
+        handlers = self._install_signal_handlers()  # a signal during start-up stops cleanly too
         try:
-            return self._run(client, chain)
+            chain = self._prepare_inputs()
+            client = self._open_client()
+            try:
+                return self._run(client, chain)
+            finally:
+                gc.enable()
+                gc.unfreeze()
         finally:
-            gc.enable()
-            gc.unfreeze()
+            _restore_signal_handlers(handlers)
 
     def _run(self, client: jack.Client, chain: Chain) -> LiveReport:
         opt = self.opt
@@ -156,7 +182,14 @@ class LiveHost:
         else:
             layout = shared.Layout(rate, chain.n_params)
         use_process = self.bundle is not None and opt.controller == "process"
-        state = shared.SharedState.create(layout) if use_process else shared.SharedState.local(layout)
+        state = shared.SharedState.create(layout)  # the controller and MIDI may be other processes
+        midi = None
+        if self.midi_map is not None:
+            from rt_host.live.midi import MidiInput, resolve_port
+
+            port = resolve_port(opt.midi_in) if opt.midi_in else None
+            midi = MidiInput(state, chain, self.midi_map, port, f"{opt.client_name}-midi", opt.midi_learn)
+        self.midi = midi
         record_frames = int(RECORD_RING_S * rate) if opt.record else 0
         self.rtc = rtc = RealtimeChain(
             chain, rate, block, state,
@@ -182,17 +215,19 @@ class LiveHost:
         if opt.freeze:
             rtc.freeze[0] = 0  # the first prediction is taken, then held (see _watch)
         recorder = _Recorder(opt.record, rtc, rate) if opt.record else None
-        handlers = self._install_signal_handlers()
         gc.collect()
         gc.freeze()  # set-up objects stay out of any later collection
         gc.disable()
         started = time.monotonic()
         memory = {}
         try:
-            client.activate()
-            self._connect(client, initial=True)
             if controller is not None:
                 controller.start()
+            if midi is not None:
+                midi.start()
+            client.activate()
+            started = time.monotonic()  # durations count from here, not from model loading
+            self._connect(client, initial=True)
             if recorder is not None:
                 recorder.start()
             self._watch(client, chain, state, controller, started)
@@ -200,6 +235,8 @@ class LiveHost:
         finally:
             if controller is not None:
                 controller.stop()
+            if midi is not None:
+                midi.stop()
             try:
                 client.deactivate()
             except jack.JackError:
@@ -207,7 +244,6 @@ class LiveHost:
             client.close()
             if recorder is not None:
                 recorder.stop()
-            _restore_signal_handlers(handlers)
         seconds = time.monotonic() - started
         report = LiveReport(
             exit_code=1 if self._server_gone.is_set() else 0,
@@ -227,9 +263,11 @@ class LiveHost:
             record=opt.record,
             played=self._play,
             memory_mb=memory,
+            midi=midi.counts() if midi else {},
+            midi_latency_us=state.midi_latencies_us(),
         )
         self._write_outputs(chain)
-        state.close(unlink=use_process)
+        state.close(unlink=True)
         return report
 
     # --- the audio callback -------------------------------------------------
@@ -257,7 +295,7 @@ class LiveHost:
             else:
                 for c, port in enumerate(self.inports):
                     x[c] = port.get_array()
-            rtc.process()
+            rtc.process(t0)
             self.nonfinite_out += rtc.counters[1]
             y = rtc.y
             for c, port in enumerate(self.outports):
@@ -349,6 +387,14 @@ class LiveHost:
             if now >= next_connect:
                 self._connect(client)
                 next_connect = now + 0.5
+            if self.midi is not None and opt.midi_learn and not getattr(self, "_learned", False):
+                got = self.midi.learned()
+                if got is not None:
+                    self.midi_map.bind(got[0], got[1], opt.midi_learn)
+                    self.midi_map.save(self.midi_map.path)
+                    self._learned = True
+                    log.info("learned channel %d CC %d → %s (saved to %s)", got[0], got[1],
+                             opt.midi_learn, self.midi_map.path)  # fmt: skip
             if opt.status and now >= next_status:
                 self._print_status(client, chain, state, controller, now - started)
                 next_status = now + (0.5 if sys.stderr.isatty() else 5.0)
@@ -373,6 +419,9 @@ class LiveHost:
             )  # fmt: skip
         if self.rtc.freeze[0]:
             parts.append("FROZEN")
+        held = [p.name for p, h in zip(chain.parameters, state.held) if h]
+        if held:
+            parts.append("held: " + ",".join(held[:4]) + ("…" if len(held) > 4 else ""))
         values = chain.denormalize(self.rtc.applied)
         key = [(p.name, v) for p, v in zip(chain.parameters, values)][-2:]
         parts.append(" ".join(f"{n}={v:.3g}" for n, v in key))

@@ -47,6 +47,8 @@ def _map_params(applied, lo, hi, is_log, rounded, limit, values):
 def live_block(
     x, y, header, capture, params, last_seq, target, smoothed, applied, alpha, freeze,
     since_write, control_interval,
+    midi_param, midi_kind, midi_value, midi_time, midi_read, mode, human, offset, goal_buf,
+    pending_ns, now_ns, midi_latency_us, applied_pub, held_pub,
     lo, hi, is_log, rounded, limit, values,
     in_rows, out_rows, pool, ops, mix_rows, run_fns, handles, atom_out, atom_reset,
     controls, target_param, target_index, counters,
@@ -54,6 +56,7 @@ def live_block(
 ):  # fmt: skip
     frames = x.shape[1]
     channels = x.shape[0]
+    n_params = target.shape[0]
     # 1. capture the input, mixed to mono, for the controller
     written = header[shared.CAPTURED]
     ring_len = capture.shape[0]
@@ -69,27 +72,65 @@ def live_block(
     seq = header[shared.PARAMS_SEQ]
     if seq != last_seq[0] and freeze[0] == 0:
         slot = seq % 2
-        for j in range(target.shape[0]):
+        for j in range(n_params):
             v = params[slot, j]
             if np.isfinite(v):
                 target[j] = min(max(v, 0.0), 1.0)
         last_seq[0] = seq
-    # 3. smooth every block; write the ports that really moved, at the control rate
-    for j in range(target.shape[0]):
-        smoothed[j] += alpha * (target[j] - smoothed[j])
-        if abs(target[j] - smoothed[j]) <= WRITE_THRESHOLD:
-            smoothed[j] = target[j]  # arrived: stop creeping
+    # 3. what a person did on the MIDI controller since the last block
+    r = midi_read[0]
+    w = header[shared.MIDI_WRITTEN]
+    while r < w:
+        i = r % midi_param.shape[0]
+        j = midi_param[i]
+        kind = midi_kind[i]
+        if kind == shared.RELEASE_ALL:
+            for k in range(n_params):
+                mode[k] = 0
+        elif 0 <= j < n_params:
+            v = midi_value[i]
+            if kind == shared.SET:
+                mode[j] = 1
+                human[j] = min(max(v, 0.0), 1.0)
+            elif kind == shared.OFFSET:
+                mode[j] = 2
+                offset[j] = v
+            elif kind == shared.RELEASE:
+                mode[j] = 0
+            pending_ns[j] = midi_time[i]
+        r += 1
+    midi_read[0] = r
+    header[shared.MIDI_APPLIED] = r
+    # 4. smooth every block towards the model (or the person); write the ports that
+    #    really moved, at the control rate
+    for j in range(n_params):
+        goal = target[j]
+        if mode[j] == 1:
+            goal = human[j]
+        elif mode[j] == 2:
+            goal = min(max(target[j] + offset[j], 0.0), 1.0)
+        smoothed[j] += alpha * (goal - smoothed[j])
+        if abs(goal - smoothed[j]) <= WRITE_THRESHOLD:
+            smoothed[j] = goal  # arrived: stop creeping
+        goal_buf[j] = goal
     changed = False
     since_write[0] += frames
     if since_write[0] >= control_interval:
-        for j in range(target.shape[0]):
-            if abs(smoothed[j] - applied[j]) > WRITE_THRESHOLD or (
-                smoothed[j] == target[j] and applied[j] != target[j]
-            ):
+        for j in range(n_params):
+            d = abs(smoothed[j] - applied[j])
+            if d > WRITE_THRESHOLD or (d > 0.0 and smoothed[j] == goal_buf[j]):
                 applied[j] = smoothed[j]
                 changed = True
+                if pending_ns[j] > 0:  # a person's move has reached the port
+                    n = header[shared.MIDI_LATENCIES]
+                    midi_latency_us[n % midi_latency_us.shape[0]] = (now_ns - pending_ns[j]) / 1e3
+                    header[shared.MIDI_LATENCIES] = n + 1
+                    pending_ns[j] = 0
         if changed:
             since_write[0] = 0
+    for j in range(n_params):
+        applied_pub[j] = applied[j]
+        held_pub[j] = mode[j]
     n_steps = 0
     if changed:
         _map_params(applied, lo, hi, is_log, rounded, limit, values)
@@ -98,7 +139,7 @@ def live_block(
         x, y, in_rows, out_rows, pool, ops, mix_rows, run_fns, handles, atom_out, atom_reset,
         controls, values[:n_steps], 0, target_param, target_index, frames, counters,
     )  # fmt: skip
-    # 4. the recording ring and the parameter trace
+    # 5. the recording ring and the parameter trace
     if record.shape[1] > 0:
         rec_len = record.shape[1]
         start = rec_pos[0]
@@ -108,7 +149,7 @@ def live_block(
         rec_pos[0] = start + frames
     t = trace_pos[0]
     if t < trace.shape[0]:
-        for j in range(applied.shape[0]):
+        for j in range(n_params):
             trace[t, j] = applied[j]
         trace_pos[0] = t + 1
 
@@ -150,6 +191,12 @@ class RealtimeChain:
         self.applied = self.target.copy()
         self.alpha = 1.0 - math.exp(-block / (max(smoothing_s, 1e-6) * sample_rate))
         self.last_seq = np.zeros(1, dtype=np.int64)
+        self.midi_read = np.zeros(1, dtype=np.int64)
+        self.mode = np.zeros(n, dtype=np.int64)  # 0 model, 1 held by a person, 2 offset
+        self.human = np.zeros(n, dtype=np.float64)
+        self.offset = np.zeros(n, dtype=np.float64)
+        self.goal = self.target.copy()
+        self.pending_ns = np.zeros(n, dtype=np.int64)
         self.since_write = np.zeros(1, dtype=np.int64)
         self.control_interval = int(control_interval)
         self.freeze = np.zeros(1, dtype=np.int64)
@@ -172,18 +219,22 @@ class RealtimeChain:
         self.rec_pos[0] = 0
         self.trace_pos[0] = 0
         state.header[shared.CAPTURED] = 0
+        state.header[shared.MIDI_LATENCIES] = 0
 
     @property
     def counters(self) -> np.ndarray:
         """``[non-finite inputs, non-finite outputs]`` replaced by the last block."""
         return self.rt.counters
 
-    def process(self) -> None:
+    def process(self, now_ns: int = 0) -> None:
+        """One block: ``x`` → ``y``. ``now_ns`` (CLOCK_MONOTONIC) times MIDI moves."""
         rt, s = self.rt, self.state
         live_block(
             self.x, self.y, s.header, s.capture, s.params, self.last_seq, self.target,
             self.smoothed, self.applied, self.alpha, self.freeze,
             self.since_write, self.control_interval,
+            s.midi_param, s.midi_kind, s.midi_value, s.midi_time, self.midi_read, self.mode,
+            self.human, self.offset, self.goal, self.pending_ns, now_ns, s.midi_latency_us, s.applied, s.held,
             self.lo, self.hi, self.is_log, self.rounded, self.limit, self.values,
             rt.in_rows, rt.out_rows, rt.pool, rt.ops, rt.mix_rows, rt.run_fns, rt.handles,
             rt.atom_out, rt.atom_reset, rt.controls, rt.target_param, rt.target_index, rt.counters,

@@ -1,7 +1,7 @@
-"""State shared between the audio callback and the controller, without locks.
+"""State shared by the audio callback, the controller and the MIDI receiver, without locks.
 
-One block of memory (a ``multiprocessing.shared_memory`` segment when the
-controller is a separate process, plain memory for a thread) holds:
+One block of memory (a ``multiprocessing.shared_memory`` segment, so the
+controller and the MIDI receiver can live in other processes) holds:
 
 * ``header`` (int64): the counters below;
 * ``capture`` (float32 ring): the input, mixed to mono, at the JACK rate; the
@@ -9,7 +9,13 @@ controller is a separate process, plain memory for a thread) holds:
 * ``params`` (float32, 2 × n): a double buffer; the controller fills the slot
   the callback is not reading, then bumps ``PARAMS_SEQ`` (a single writer, and
   x86 keeps stores in order, so the callback never sees a half-written slot);
-* ``inference_ms`` (float32 ring): the controller's recent inference times.
+* ``inference_ms`` (float32 ring): the controller's recent inference times;
+* ``midi_*`` (rings): events from the MIDI receiver — parameter, kind, value,
+  arrival time; the receiver writes an event, then bumps ``MIDI_WRITTEN``; the
+  callback applies events up to it at the start of each block;
+* ``applied`` / ``held`` (n each): what the callback last applied and which
+  parameters a person holds, for the receiver's soft take-over and the status;
+* ``midi_latency_us`` (float32 ring): arrival → port write, per event.
 """
 
 from __future__ import annotations
@@ -21,12 +27,29 @@ import numpy as np
 
 CAPTURED = 0  # frames the callback has written into the capture ring
 PARAMS_SEQ = 1  # predictions published
-STOP = 2  # 1: the controller should exit
+STOP = 2  # 1: the controller and the MIDI receiver should exit
 CONTROLLER_ALIVE = 3  # heartbeat: the controller's loop count
 INFERENCES = 4  # inferences done (index into the inference_ms ring)
 CONTROLLER_ERROR = 5  # 1: the controller stopped on an error
-HEADER_WORDS = 8
+MIDI_WRITTEN = 6  # events the MIDI receiver has published
+MIDI_APPLIED = 7  # events the callback has applied
+MIDI_DROPPED = 8  # events lost because the ring was full (the callback fell behind)
+MIDI_IGNORED = 9  # malformed or unmapped messages
+MIDI_RECEIVED = 10  # every message the receiver saw
+MIDI_LATENCIES = 11  # entries written to midi_latency_us
+MIDI_LEARNED = 12  # learn mode: (channel << 8 | cc) + 1 of the first CC that moved, 0 until then
+MIDI_READY = 13  # 1 once the receiver's port is open
+MIDI_PICKUP_WAIT = 14  # CC moves ignored while waiting for a knob to reach the value (soft take-over)
+HEADER_WORDS = 16
 INFERENCE_RING = 512
+MIDI_RING = 4096
+LATENCY_RING = 8192
+
+# event kinds
+SET = 0  # a person sets the parameter (normalized value)
+OFFSET = 1  # a person offsets the model's value (normalized offset)
+RELEASE = 2  # hand one parameter back to the model
+RELEASE_ALL = 3
 
 
 @dataclass(frozen=True)
@@ -34,18 +57,25 @@ class Layout:
     capture_frames: int
     n_params: int
 
-    @property
-    def sizes(self) -> tuple[int, int, int, int]:
-        return (
-            HEADER_WORDS * 8,
-            self.capture_frames * 4,
-            2 * self.n_params * 4,
-            INFERENCE_RING * 4,
-        )
+    def fields(self) -> list[tuple[str, type, int]]:
+        n = self.n_params
+        return [
+            ("header", np.int64, HEADER_WORDS),
+            ("midi_time", np.int64, MIDI_RING),
+            ("capture", np.float32, self.capture_frames),
+            ("params", np.float32, 2 * n),
+            ("inference_ms", np.float32, INFERENCE_RING),
+            ("midi_param", np.int32, MIDI_RING),
+            ("midi_kind", np.int32, MIDI_RING),
+            ("midi_value", np.float32, MIDI_RING),
+            ("applied", np.float32, n),
+            ("held", np.int32, n),
+            ("midi_latency_us", np.float32, LATENCY_RING),
+        ]
 
     @property
     def nbytes(self) -> int:
-        return sum(self.sizes)
+        return sum(np.dtype(t).itemsize * count for _, t, count in self.fields())
 
 
 class SharedState:
@@ -55,25 +85,19 @@ class SharedState:
         self.layout = layout
         self._shm = shm
         off = 0
-        views = []
-        for dtype, count, nbytes in zip(
-            (np.int64, np.float32, np.float32, np.float32),
-            (HEADER_WORDS, layout.capture_frames, 2 * layout.n_params, INFERENCE_RING),
-            layout.sizes,
-        ):
-            views.append(np.ndarray((count,), dtype=dtype, buffer=buffer, offset=off))
-            off += nbytes
-        self.header, self.capture, params, self.inference_ms = views
-        self.params = params.reshape(2, layout.n_params)
+        for name, dtype, count in layout.fields():  # 8-byte fields first keep every view aligned
+            setattr(self, name, np.ndarray((count,), dtype=dtype, buffer=buffer, offset=off))
+            off += np.dtype(dtype).itemsize * count
+        self.params = self.params.reshape(2, layout.n_params)
 
     @classmethod
     def local(cls, layout: Layout) -> SharedState:
-        """State in this process's memory (controller thread)."""
+        """State in this process's memory (everything in one process)."""
         return cls(layout, bytearray(layout.nbytes))
 
     @classmethod
     def create(cls, layout: Layout) -> SharedState:
-        """State in a new shared-memory segment (controller process)."""
+        """State in a new shared-memory segment (controller or MIDI in other processes)."""
         shm = shared_memory.SharedMemory(create=True, size=layout.nbytes)
         state = cls(layout, shm.buf, shm)
         state.header[:] = 0
@@ -94,6 +118,20 @@ class SharedState:
         self.params[(seq + 1) % 2, :] = values
         self.header[PARAMS_SEQ] = seq + 1
 
+    def push_midi(self, param: int, kind: int, value: float, time_ns: int) -> bool:
+        """MIDI side (one writer): queue an event; False if the ring is full."""
+        written = int(self.header[MIDI_WRITTEN])
+        if written - int(self.header[MIDI_APPLIED]) >= MIDI_RING:
+            self.header[MIDI_DROPPED] += 1
+            return False
+        i = written % MIDI_RING
+        self.midi_param[i] = param
+        self.midi_kind[i] = kind
+        self.midi_value[i] = value
+        self.midi_time[i] = time_ns
+        self.header[MIDI_WRITTEN] = written + 1
+        return True
+
     def newest_capture(self, frames: int, out: np.ndarray) -> int:
         """Copy the newest ``frames`` captured samples into ``out``; returns the capture count."""
         written = int(self.header[CAPTURED])
@@ -108,10 +146,15 @@ class SharedState:
             out[-start:] = ring[:end]
         return written
 
+    def midi_latencies_us(self) -> np.ndarray:
+        n = min(int(self.header[MIDI_LATENCIES]), LATENCY_RING)
+        return np.array(self.midi_latency_us[:n], dtype=np.float64)
+
     def close(self, unlink: bool = False) -> None:
         if self._shm is not None:
             # drop our views first: SharedMemory refuses to close with exports alive
-            self.header = self.capture = self.params = self.inference_ms = None
+            for name, _, _ in self.layout.fields():
+                setattr(self, name, None)
             self._shm.close()
             if unlink:
                 self._shm.unlink()
