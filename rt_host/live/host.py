@@ -175,20 +175,33 @@ class LiveHost:
 
     def _run(self, client: jack.Client, chain: Chain) -> LiveReport:
         opt = self.opt
-        rate, block = client.samplerate, client.blocksize
+        rate = client.samplerate
         if self.bundle is not None:
             geo = ControllerGeometry(self.bundle, rate)
             layout = shared.Layout(geo.capture_frames, chain.n_params)
         else:
             layout = shared.Layout(rate, chain.n_params)
         use_process = self.bundle is not None and opt.controller == "process"
+        midi_port = None
+        if self.midi_map is not None and opt.midi_in:
+            from rt_host.live.midi import resolve_port
+
+            midi_port = resolve_port(opt.midi_in)
         state = shared.SharedState.create(layout)  # the controller and MIDI may be other processes
+        try:
+            return self._run_with(client, chain, state, use_process, midi_port)
+        finally:
+            state.close(unlink=True)
+
+    def _run_with(self, client, chain: Chain, state, use_process: bool, midi_port) -> LiveReport:
+        opt = self.opt
+        rate, block = client.samplerate, client.blocksize
         midi = None
         if self.midi_map is not None:
-            from rt_host.live.midi import MidiInput, resolve_port
+            from rt_host.live.midi import MidiInput
 
-            port = resolve_port(opt.midi_in) if opt.midi_in else None
-            midi = MidiInput(state, chain, self.midi_map, port, f"{opt.client_name}-midi", opt.midi_learn)
+            name = f"{opt.client_name}-midi"
+            midi = MidiInput(state, chain, self.midi_map, midi_port, name, opt.midi_learn)
         self.midi = midi
         record_frames = int(RECORD_RING_S * rate) if opt.record else 0
         self.rtc = rtc = RealtimeChain(
@@ -267,7 +280,6 @@ class LiveHost:
             midi_latency_us=state.midi_latencies_us(),
         )
         self._write_outputs(chain)
-        state.close(unlink=True)
         return report
 
     # --- the audio callback -------------------------------------------------
