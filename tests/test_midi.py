@@ -170,15 +170,15 @@ def test_unknown_midi_port_lists_the_available_ones(controller, tmp_path):
 
 def test_bad_map_file_names_the_line(tmp_path):
     names = Chain.load("mastering").parameter_names
-    bad = write_map(tmp_path / "bad.toml", '[[cc]]\nchannel = 1\ncc = 21\nparam = "mbc.threshold0"\n\n'
-                                           '[[cc]]\nchannel = 1\ncc = 22\nparam = "limiter.thx"\n')  # fmt: skip
+    first = '[[cc]]\nchannel = 1\ncc = 21\nparam = "mbc.threshold0"\n\n'
+    bad = write_map(tmp_path / "bad.toml", first + '[[cc]]\nchannel = 1\ncc = 22\nparam = "limiter.thx"\n')
     with pytest.raises(MidiError, match=r"line 6: 'limiter.thx' is not a predicted parameter.*limiter.th"):
         MidiMap.load(bad, names)
     syntax = write_map(tmp_path / "syntax.toml", "[[cc]]\nchannel = 1\ncc = = 3\n")
     with pytest.raises(MidiError, match="line 3"):
         MidiMap.load(syntax, names)
-    twice = write_map(tmp_path / "twice.toml", '[[cc]]\nchannel = 1\ncc = 21\nparam = "limiter.th"\n'
-                                               '[[cc]]\nchannel = 1\ncc = 21\nparam = "limiter.rt"\n')  # fmt: skip
+    one = '[[cc]]\nchannel = 1\ncc = 21\nparam = "limiter.th"\n'
+    twice = write_map(tmp_path / "twice.toml", one + one.replace("limiter.th", "limiter.rt"))
     with pytest.raises(MidiError, match="line 5: channel 1 CC 21 is already mapped"):
         MidiMap.load(twice, names)
     rng = write_map(tmp_path / "range.toml", '[[cc]]\nchannel = 17\ncc = 21\nparam = "limiter.th"\n')
