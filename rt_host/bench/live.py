@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -114,6 +115,87 @@ def _ours(monitor, env, bundle: Path, mode: str, seconds: float, tmp: Path, prog
     return result | {"client": json.loads(stats.read_text())}
 
 
+FLOOD_RATE = 10_000  # CC messages per second
+FLOOD_CCS = (21, 22, 23, 24, 25, 26, 27, 28)  # the mastering chain's default map
+
+
+def _flood(monitor, env, bundle: Path, seconds: float, tmp: Path, progress) -> dict:
+    """Our client with the model predicting while a controller sends 10,000 mapped CC/s."""
+    import rtmidi
+
+    stats = tmp / "ours-flood.json"
+    cmd = [sys.executable, "-m", "rt_host", "-q", "live", "--bundle", str(bundle),
+           "--in", "player:out_1", "player:out_2", "--out", "--stats-json", str(stats)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="flood")
+    out.open_virtual_port("out")
+    sent = 0
+    try:
+        _wait_port(monitor.client, "deepafx-rt:out_1")
+        _wait_port(monitor.client, "deepafx-rt-midi:midi_in")
+        monitor.client.connect("flood:out", "deepafx-rt-midi:midi_in")
+        time.sleep(1.0)
+        result_box = {}
+        measure = threading.Thread(target=lambda: result_box.update(monitor.measure(seconds, progress)))
+        measure.start()
+        start = time.monotonic()
+        per_ms = FLOOD_RATE // 1000
+        tick = 0
+        while time.monotonic() - start < seconds - 0.5:
+            for _ in range(per_ms):
+                cc = FLOOD_CCS[sent % len(FLOOD_CCS)]
+                value = (sent // len(FLOOD_CCS)) % 254
+                out.send_message([0xB0, cc, value if value < 128 else 253 - value])  # sweeps up and down
+                sent += 1
+            tick += 1
+            delay = start + tick / 1000 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        flood_s = time.monotonic() - start
+        measure.join()
+        time.sleep(0.5)  # let the last events through
+    finally:
+        out.close_port()
+        out.delete()
+        _stop(proc)
+    _, err = proc.communicate()
+    if not stats.is_file():
+        raise RuntimeError(f"our client wrote no statistics: {err.strip()[-300:]}")
+    client = json.loads(stats.read_text())
+    return result_box | {"client": client, "sent": sent, "flood_s": flood_s, "rate": sent / flood_s}
+
+
+def _transport_latency(n: int = 200) -> dict:
+    """rtmidi virtual out → JACK MIDI → rtmidi in, in one process: the transport alone."""
+    import rtmidi
+
+    got = []
+    midi_in = rtmidi.MidiIn(rtapi=rtmidi.API_UNIX_JACK, name="lat-in")
+    midi_in.open_virtual_port("in")
+    midi_in.set_callback(lambda ev, _d: got.append(time.monotonic_ns()))
+    out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="lat-out")
+    out.open_virtual_port("out")
+    client = jack.Client("lat-wiring", no_start_server=True)
+    client.connect("lat-out:out", "lat-in:in")
+    sent = []
+    for i in range(n):
+        sent.append(time.monotonic_ns())
+        out.send_message([0xB0, 1, i % 128])
+        time.sleep(0.005)
+    time.sleep(0.2)
+    client.close()
+    for port in (out, midi_in):
+        port.close_port()
+        port.delete()
+    lat = (np.array(got[: len(sent)]) - np.array(sent[: len(got)])) / 1e3
+    return {
+        "received": len(got),
+        "sent": n,
+        "p50_us": float(np.median(lat)),
+        "p99_us": float(np.percentile(lat, 99)),
+    }
+
+
 def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
     procs, names = [], []
     for stage in chain.stages:
@@ -169,6 +251,8 @@ def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path
                 rows["ours_process"] = _ours(monitor, env, bundle, "process", seconds, tmp, progress)
                 rows["ours_thread"] = _ours(monitor, env, bundle, "thread", seconds, tmp, progress)
                 rows["jalv_x3"] = _jalv(monitor, env, Chain.load("mastering"), seconds, progress)
+                rows["ours_midi_flood"] = _flood(monitor, env, bundle, min(seconds, 10.0), tmp, progress)
+                rows["midi_transport"] = _transport_latency()
             finally:
                 monitor.close()
                 _stop(player)
@@ -178,7 +262,7 @@ def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path
         else:
             os.environ["JACK_DEFAULT_SERVER"] = old
     idle = rows["idle"]
-    for key in ("ours_process", "ours_thread", "jalv_x3"):
+    for key in ("ours_process", "ours_thread", "jalv_x3", "ours_midi_flood"):
         rows[key]["dsp_added"] = rows[key]["dsp_mean"] - idle["dsp_mean"]
         rows[key]["xruns_over_idle"] = rows[key]["xruns"] - idle["xruns"]
     jalv_added = rows["jalv_x3"]["dsp_added"]
@@ -197,7 +281,7 @@ def run(blocks: list[int], seconds: float, json_path: Path | None) -> dict:
             tmp / "bundle", ChainSpec.load("mastering"), task="mastering-standin",
             window=40960, hop=4096, front_end=True,
         )  # fmt: skip
-        total = int(len(blocks) * 4 * seconds)
+        total = int(len(blocks) * (4 * seconds + min(seconds, 10.0)))
         with tqdm(total=total, desc="bench live", unit="s", leave=False) as progress:
             for block in blocks:
                 results["blocks"][str(block)] = bench_block(block, seconds, tmp, bundle, music, progress)
@@ -241,5 +325,18 @@ def print_report(results: dict) -> None:
                 f"{c['peak_rss_mb_controller_process']:.0f} MB); "
                 f"tensorflow imported: {c['tensorflow_imported']}"
             )
+        f = rows["ours_midi_flood"]
+        m, lat = f["client"]["midi"], f["client"]["midi_latency_us"]
+        t = rows["midi_transport"]
+        print(
+            f"  MIDI flood: {f['sent']} CC in {f['flood_s']:.1f} s ({f['rate']:.0f}/s) while the model "
+            f"predicts: received {m['received']}, lost {f['sent'] - m['received']}, dropped {m['dropped']}, "
+            f"applied {m['applied']}; xruns {f['xruns']} ({f['xruns_over_idle']:+d} over idle), "
+            f"DSP {f['dsp_mean']:.1f}%"
+        )
+        print(
+            f"  CC → port: arrival → port write p50 {lat['p50'] / 1e3:.2f} p99 {lat['p99'] / 1e3:.2f} ms "
+            f"(+ transport rtmidi→JACK→rtmidi p50 {t['p50_us'] / 1e3:.2f} p99 {t['p99_us'] / 1e3:.2f} ms)"
+        )
         j = rows["jalv_x3"]["memory_mb"]
         print(f"  jalv_x3: RSS of the three {j['rss']:.0f} MB, {j['rss_without_jack']:.0f} MB without JACK's")

@@ -62,6 +62,8 @@ def run_stats(report) -> dict:
         "memory_mb": report.memory_mb,
         "peak_rss_mb_controller_process": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "tensorflow_imported": "tensorflow" in sys.modules,
+        "midi": report.midi,
+        "midi_latency_us": percentiles(report.midi_latency_us, (50, 99)),
     }
 
 
