@@ -229,7 +229,8 @@ def available_chains() -> list[str]:
     names = set()
     for d in chain_dirs():
         if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
+            # NAME.midi.toml files beside the chains are MIDI maps, not chains
+            names.update(p.stem for p in d.glob("*.toml") if not p.name.endswith(".midi.toml"))
     return sorted(names)
 
 
