@@ -113,6 +113,8 @@ class LiveHost:
         self._play: np.ndarray | None = None
         self._play_pos = 0
         self._automation: list[tuple[float, np.ndarray]] = []
+        self._controller_warned = False
+        self._learned = False
 
     # --- 1. checks before JACK ---------------------------------------------
     def _prepare_inputs(self) -> Chain:
@@ -338,35 +340,29 @@ class LiveHost:
 
     # --- 3./4. the graph and the watch loop ---------------------------------
     def _connect(self, client: jack.Client, initial: bool = False) -> None:
+        """Make the wanted connections that are missing (the watch loop calls it twice a second).
+
+        Named ports that disappear are connected again when they come back. With
+        no names: the physical capture ports (none while a file plays) and the
+        physical playback ports.
+        """
         opt = self.opt
-
-        def wanted(names, is_input_side: bool):
-            if names is not None:
-                return list(names)
-            if opt.play is not None:
-                return [] if is_input_side else None
-            return None
-
-        pairs = []
-        ins = wanted(opt.inputs, True)
-        outs = wanted(opt.outputs, False)
+        ins, outs = opt.inputs, opt.outputs
         if ins is None:
-            ins = [p.name for p in client.get_ports(is_audio=True, is_output=True, is_physical=True)]
+            physical = client.get_ports(is_audio=True, is_output=True, is_physical=True)
+            ins = [] if opt.play is not None else [p.name for p in physical]
         if outs is None:
             outs = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
-        pairs += [(src, mine) for src, mine in zip(ins, self.inports)]
-        pairs += [(mine, dst) for mine, dst in zip(self.outports, outs)]
+        pairs = [(src, mine.name) for src, mine in zip(ins, self.inports)]
+        pairs += [(mine.name, dst) for mine, dst in zip(self.outports, outs)]
         for src, dst in pairs:
-            src_name = src if isinstance(src, str) else src.name
-            dst_name = dst if isinstance(dst, str) else dst.name
             try:
-                port = client.get_port_by_name(src_name)
-                if dst_name in [p.name for p in client.get_all_connections(port)]:
-                    continue
-                client.connect(src_name, dst_name)
+                port = client.get_port_by_name(src)
+                if dst not in [p.name for p in client.get_all_connections(port)]:
+                    client.connect(src, dst)
             except jack.JackError as exc:
                 if initial:
-                    raise DeepAFxError(f"cannot connect {src_name} → {dst_name}: {exc}") from None
+                    raise DeepAFxError(f"cannot connect {src} → {dst}: {exc}") from None
                 # the port is gone for now; the next pass tries again
 
     def _watch(self, client, chain: Chain, state, controller, started: float) -> None:
@@ -389,7 +385,7 @@ class LiveHost:
             if opt.freeze and state.header[shared.PARAMS_SEQ] > 0:
                 rtc.freeze[0] = 1  # hold the first prediction
             if controller is not None and not controller.alive and not self._stop.is_set():
-                if not getattr(self, "_controller_warned", False):
+                if not self._controller_warned:
                     log.warning("the controller stopped; parameters are held where they were")
                     self._controller_warned = True
             if now >= next_sample:
@@ -399,7 +395,7 @@ class LiveHost:
             if now >= next_connect:
                 self._connect(client)
                 next_connect = now + 0.5
-            if self.midi is not None and opt.midi_learn and not getattr(self, "_learned", False):
+            if self.midi is not None and opt.midi_learn and not self._learned:
                 got = self.midi.learned()
                 if got is not None:
                     self.midi_map.bind(got[0], got[1], opt.midi_learn)
