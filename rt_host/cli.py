@@ -252,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=30.0, help="audio length for the chain RTF")
     b.add_argument("--chain", default="mastering", help="chain whose plugins are timed")
     b.add_argument("--json", type=Path, default=Path("bench-results/render.json"))
+    bench.add_parser("spsa", help="SPSA renders through the worker pools (options: bench spsa --help)")
     b = bench.add_parser("live", help="the live host vs three chained jalv on a dummy jackd")
     b.add_argument("--blocks", default="128,256", help="comma-separated JACK periods")
     b.add_argument("--seconds", type=float, default=60.0, help="length of each measured phase")
@@ -330,6 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["bench", "spsa"]:
+        # the training benchmark parses its own options (training/bench_spsa.py)
+        from training.bench_spsa import main as spsa_main
+
+        return spsa_main(argv[2:])
     # `deepafx-rt --task mastering …` is the live host: route it to `live`
     first = next((i for i, a in enumerate(argv) if a not in ("-q", "--quiet")), None)
     if first is not None and argv[first].split("=")[0] in ("--task", "--bundle"):
