@@ -353,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `deepafx-rt plugins | head`: the reader left, nothing to report
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":

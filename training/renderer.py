@@ -12,11 +12,11 @@ the state difference leaks into the gradient. How a window starts is the
     and leaves filters, envelopes and look-ahead buffers empty). The output
     then depends only on (audio, parameters): the same bits on any worker, in
     any order, equal to a render by a new ``Chain`` (``tests/test_spsa_*``
-    check this on ``mastering``). Cost per render on this machine (2 vCPU,
-    22,050 Hz, ``mastering``, 40,960-sample window): ~11 ms of CPU for the
-    reset alone against ~55 ms for the render (LSP instantiation dominates; the
-    Calf-only chains reset in ~0.6 ms) — ``deepafx-rt bench spsa`` measures it
-    as "fresh start cost".
+    check this on ``mastering``). Cost on this machine (2 vCPU, 22,050 Hz,
+    ``mastering``, 40,960-sample windows): ``chain.reset()`` alone takes ~11 ms
+    of CPU, almost all of it LSP's own instantiation (Calf-only chains: ~0.6
+    ms); per render 72.7 ms against 67.3 ms without a reset, +8 % (``deepafx-rt
+    bench spsa``, quiet machine; +16 % in busier runs).
 
 ``"continue"``
     No reset: each render continues from whatever this worker rendered last.
