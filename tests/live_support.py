@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 
 import numpy as np
@@ -59,3 +61,22 @@ def level_steps(rate: int, seconds_each: float, levels_db: list[float], channels
         n = int(seconds_each * rate)
         parts.append(rng.standard_normal((channels, n)) * 10 ** (db / 20))
     return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+@contextlib.contextmanager
+def dummy_server(role: str, rate: int = 48000, period: int = 128):
+    """A dummy jackd that this process's JACK clients use by default while it runs."""
+    from rt_host.live.server import DummyServer
+
+    name = unique_server_name(role)
+    old = os.environ.get("JACK_DEFAULT_SERVER")
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    server = DummyServer(rate, period, name=name).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if old is None:
+            os.environ.pop("JACK_DEFAULT_SERVER", None)
+        else:
+            os.environ["JACK_DEFAULT_SERVER"] = old

@@ -19,23 +19,15 @@ from rt_host.live import latency as jack_latency
 from rt_host.live.host import LiveOptions
 from rt_host.live.server import DummyServer
 from rt_host.lv2 import Chain, ChainSpec
-from tests.live_support import HostThread, level_steps, unique_server_name
+from tests.live_support import HostThread, dummy_server, level_steps, unique_server_name
 
 RATE, PERIOD = 48000, 128
 
 
 @pytest.fixture(scope="module")
 def jack_server():
-    name = unique_server_name()
-    old = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    server = DummyServer(RATE, PERIOD, name=name).start()
-    yield server
-    server.stop()
-    if old is None:
-        os.environ.pop("JACK_DEFAULT_SERVER", None)
-    else:
-        os.environ["JACK_DEFAULT_SERVER"] = old
+    with dummy_server("main", RATE, PERIOD) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

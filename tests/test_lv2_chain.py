@@ -471,15 +471,11 @@ def test_reset_false_streams(world, pink_noise):
     np.testing.assert_array_equal(np.concatenate([head, tail], axis=1), y)
 
 
-
-
-
 def test_silence_after_a_call_is_silent(world, pink_noise):
     chain = Chain.load("mastering", world)
     chain(pink_noise(1.0, SR, 2, -3.0, seed=2), SR)
     after = chain(np.zeros((2, SR // 2), dtype=np.float32), SR)
     assert peak(after) < 1e-6
-
 
 
 def test_each_call_starts_from_a_reset_state(world, pink_noise):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -16,9 +15,9 @@ import soundfile as sf
 
 from rt_host.live.host import LiveOptions
 from rt_host.live.midi import MidiError, MidiMap
-from rt_host.live.server import DummyServer
+from rt_host.live.server import connect_when_active
 from rt_host.lv2 import Chain
-from tests.live_support import HostThread, level_steps, unique_server_name
+from tests.live_support import HostThread, dummy_server, level_steps
 
 RATE, PERIOD = 48000, 128
 CONTROL_INTERVAL = 512  # frames; see rt_host.live.realtime
@@ -26,16 +25,8 @@ CONTROL_INTERVAL = 512  # frames; see rt_host.live.realtime
 
 @pytest.fixture(scope="module")
 def jack_server():
-    name = unique_server_name("midi")
-    old = os.environ.get("JACK_DEFAULT_SERVER")
-    os.environ["JACK_DEFAULT_SERVER"] = name
-    server = DummyServer(RATE, PERIOD, name=name).start()
-    yield server
-    server.stop()
-    if old is None:
-        os.environ.pop("JACK_DEFAULT_SERVER", None)
-    else:
-        os.environ["JACK_DEFAULT_SERVER"] = old
+    with dummy_server("midi", RATE, PERIOD) as server:
+        yield server
 
 
 @pytest.fixture
@@ -48,17 +39,10 @@ def controller(jack_server):
     out.delete()
 
 
-def connect_when_ready(src: str, dst: str, timeout: float = 30.0) -> None:
+def connect_when_ready(src: str, dst: str) -> None:
     client = jack.Client("midi-wiring")
     try:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                client.connect(src, dst)
-                return
-            except jack.JackError:
-                assert time.monotonic() < end, f"cannot connect {src} → {dst}"
-                time.sleep(0.05)
+        connect_when_active(client, src, dst, timeout=30.0)
     finally:
         client.close()
 

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from rt_host import audio as audio_io
 from rt_host.bundle import write_level_follower_bundle
-from rt_host.live.server import DummyServer, _quiet_libjack
+from rt_host.live.server import DummyServer, _quiet_libjack, connect_when_active
 from rt_host.live.stats import memory_mb
 from rt_host.lv2 import Chain, ChainSpec
 from rt_host.signals import unmastered_mix
@@ -87,19 +87,6 @@ def _wait_port(client: jack.Client, name: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"port {name} did not appear within {timeout:g} s")
 
 
-def _connect(client: jack.Client, src: str, dst: str, timeout: float = 20.0) -> None:
-    """Connect once both ends exist and their clients are active (JACK refuses before)."""
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            client.connect(src, dst)
-            return
-        except jack.JackError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.1)
-
-
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -146,7 +133,7 @@ def _flood(monitor, env, bundle: Path, seconds: float, tmp: Path, progress) -> d
     try:
         _wait_port(monitor.client, "deepafx-rt:out_1")
         _wait_port(monitor.client, "deepafx-rt-midi:midi_in")
-        _connect(monitor.client, "flood:out", "deepafx-rt-midi:midi_in")
+        connect_when_active(monitor.client, "flood:out", "deepafx-rt-midi:midi_in")
         time.sleep(1.0)
         result_box = {}
         measure = threading.Thread(target=lambda: result_box.update(monitor.measure(seconds, progress)))
@@ -231,7 +218,7 @@ def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
             outs = [f"{name}:{p.symbol}" for p in stage.plugin.audio_outputs]
             _wait_port(monitor.client, outs[-1])
             for src, dst in zip(upstream, ins):
-                _connect(monitor.client, src, dst)
+                connect_when_active(monitor.client, src, dst)
             upstream = outs
         time.sleep(1.0)
         result = monitor.measure(seconds, progress)

@@ -97,3 +97,16 @@ def ensure_server(rate: int = 48000, period: int = 128) -> DummyServer | None:
     if server_running():
         return None
     return DummyServer(rate, period).start()
+
+
+def connect_when_active(client: jack.Client, src: str, dst: str, timeout: float = 20.0) -> None:
+    """Connect two ports once both exist and their clients are active (JACK refuses before)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            client.connect(src, dst)
+            return
+        except jack.JackError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
