@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rt_host import audio as audio_io
+from rt_host.bench import write_results
 from rt_host.bundle import write_level_follower_bundle
 from rt_host.live.server import DummyServer, _quiet_libjack, connect_when_active
 from rt_host.live.stats import memory_mb
@@ -286,10 +287,7 @@ def run(blocks: list[int], seconds: float, json_path: Path | None) -> dict:
             for block in blocks:
                 results["blocks"][str(block)] = bench_block(block, seconds, tmp, bundle, music, progress)
     print_report(results)
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=2))
-        print(f"\nwrote {json_path}")
+    write_results(results, json_path)
     return results
 
 

@@ -19,7 +19,6 @@ Three measurements, all in one run:
 
 from __future__ import annotations
 
-import json
 import shutil
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rt_host import audio as audio_io
+from rt_host.bench import write_results
 from rt_host.errors import SetupError
 from rt_host.lv2 import Chain, ChainSpec, World, engine
 from rt_host.render import render_file
@@ -173,10 +173,7 @@ def run(
         "file_vs_lv2apply": lv2apply,
     }
     print_report(result)
-    if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2))
-        print(f"\nwrote {json_path}")
+    write_results(result, json_path)
     return result
 
 
