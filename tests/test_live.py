@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from rt_host.bundle import write_level_follower_bundle
+from rt_host.errors import DeepAFxError
 from rt_host.live import latency as jack_latency
 from rt_host.live.host import LiveOptions
 from rt_host.live.server import DummyServer
@@ -236,10 +237,14 @@ def test_ports_are_reconnected_when_they_come_back(jack_server):
                                   outputs=["comeback:in_1", "comeback:in_2"])).start()  # fmt: skip
     try:
         port = _wait_for_port(client, "deepafx-rt:out_1")
+        port_2 = _wait_for_port(client, "deepafx-rt:out_2")
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not client.get_all_connections(port):
+        while time.monotonic() < deadline and not (
+            client.get_all_connections(port) and client.get_all_connections(port_2)
+        ):
             time.sleep(0.05)
         assert [p.name for p in client.get_all_connections(port)] == ["comeback:in_1"]
+        assert [p.name for p in client.get_all_connections(port_2)] == ["comeback:in_2"]
         client.deactivate()
         client.close()
         time.sleep(0.5)
@@ -253,3 +258,10 @@ def test_ports_are_reconnected_when_they_come_back(jack_server):
         report = host.join()
         client.close()
     assert report.exit_code == 0
+
+
+def test_an_unknown_port_name_is_a_clear_error(jack_server):
+    host = HostThread(LiveOptions(chain="mastering", status=False, duration=3.0, inputs=[],
+                                  outputs=["nosuch:playback_1", "nosuch:playback_2"])).start()  # fmt: skip
+    with pytest.raises(DeepAFxError, match="no JACK port 'nosuch:playback_1'.*ports like it"):
+        host.join()

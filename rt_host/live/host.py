@@ -17,6 +17,7 @@ Life of a run (:meth:`LiveHost.run`):
 
 from __future__ import annotations
 
+import difflib
 import gc
 import logging
 import signal
@@ -355,15 +356,25 @@ class LiveHost:
             outs = [p.name for p in client.get_ports(is_audio=True, is_input=True, is_physical=True)]
         pairs = [(src, mine.name) for src, mine in zip(ins, self.inports)]
         pairs += [(mine.name, dst) for mine, dst in zip(self.outports, outs)]
+        if initial:
+            # Names are checked once, up front: a typo is an error. A port that
+            # vanishes after this check is a client going away, and the watch loop
+            # connects it again when it comes back.
+            for name in [src for src, _ in pairs] + [dst for _, dst in pairs]:
+                try:
+                    client.get_port_by_name(name)
+                except jack.JackError:
+                    known = [p.name for p in client.get_ports(is_audio=True)]
+                    near = difflib.get_close_matches(name, known, n=4, cutoff=0.3) or known[:6]
+                    hint = f"; ports like it: {', '.join(near)}" if near else "; JACK has no audio ports"
+                    raise DeepAFxError(f"there is no JACK port {name!r}{hint}") from None
         for src, dst in pairs:
             try:
                 port = client.get_port_by_name(src)
                 if dst not in [p.name for p in client.get_all_connections(port)]:
                     client.connect(src, dst)
-            except jack.JackError as exc:
-                if initial:
-                    raise DeepAFxError(f"cannot connect {src} → {dst}: {exc}") from None
-                # the port is gone for now; the next pass tries again
+            except jack.JackError:
+                pass  # the port is gone for now; the next pass tries again
 
     def _watch(self, client, chain: Chain, state, controller, started: float) -> None:
         opt = self.opt
