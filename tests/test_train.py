@@ -98,6 +98,17 @@ def test_stages_not_yet_trained_are_held_at_their_defaults():
     assert fixed == {"geq.g_0": pytest.approx(0.2), "limiter.th": 1.0}
 
 
+def test_the_anchor_adds_the_held_ports_distance_from_their_defaults_to_the_loss():
+    import keras
+
+    anchor = T.AnchorToDefaults([0, 2], np.array([0.5, 0.0, 0.25], np.float32), weight=10.0)
+    u = np.array([[0.7, 0.9, 0.25], [0.3, 0.1, 0.45]], np.float32)
+    out = anchor(keras.ops.convert_to_tensor(u))
+    np.testing.assert_array_equal(np.asarray(out), u)  # identity on the parameters
+    expected = 10.0 * np.mean(np.square(u[:, [0, 2]] - [0.5, 0.25]))
+    assert float(anchor.losses[0]) == pytest.approx(expected, rel=1e-5)
+
+
 # --- the real run ------------------------------------------------------------------------------
 def test_the_tiny_run_trains_in_graph_mode_with_finite_losses_and_writes_its_files(run):
     state = json.loads((run / "state.json").read_text())
@@ -111,6 +122,11 @@ def test_the_tiny_run_trains_in_graph_mode_with_finite_losses_and_writes_its_fil
     assert all(math.isfinite(float(r["val_loss"])) for r in rows[1:])
     for name in ("history.png", "encoder.keras", "checkpoints/last.keras", "checkpoints/optimizer.npz"):
         assert (run / name).stat().st_size > 1000, name
+    # encoder.keras is the best validated encoder, and the last stage ran at its own learning rate
+    best = min(float(r["val_loss"]) for r in rows[1:])
+    assert state["best"]["val_loss"] == pytest.approx(best)
+    assert (run / "encoder.keras").read_bytes() == (run / "checkpoints" / "best.keras").read_bytes()
+    assert float(rows[-1]["learning_rate"]) == pytest.approx(5e-4)
 
 
 def test_resume_continues_after_the_last_epoch(run, tiny_data):

@@ -31,15 +31,19 @@ wrapped-around audio is scored. Then
    everywhere, far from a neutral mastering setting;
 2. *progressive chain training*: ``[[stages]]`` each name the chain stages
    trained; the others are held at their defaults through the layer's
-   ``fixed``. Each stage gets its ``fraction`` of ``steps``. One Adam optimizer
-   carries over from stage to stage; ReduceLROnPlateau and EarlyStopping watch
-   ``val_loss`` within a stage (early stopping ends the *stage*, not the run).
+   ``fixed``, and ``[train] anchor_weight`` keeps the encoder's outputs for
+   them near those defaults (:class:`AnchorToDefaults`). Each stage gets its
+   ``fraction`` of ``steps``, may set its own ``learning_rate``, and starts
+   from the best encoder so far. One Adam optimizer carries over from stage to
+   stage; ReduceLROnPlateau and EarlyStopping watch ``val_loss`` within a
+   stage (early stopping ends the *stage*, not the run).
 
 Time is counted in epochs of ``steps_per_epoch`` steps, numbered globally over
 the phases. After each epoch: a row in ``history.csv`` (+ ``history.png``),
 the encoder in ``checkpoints/last.keras``, the optimizer's state in
 ``checkpoints/optimizer.npz``, ``state.json`` (epochs done, learning rate),
-and ``encoder.keras`` (what ``training/export.py`` reads). ``--resume`` loads
+and ``encoder.keras`` — the encoder with the lowest ``val_loss`` so far, also
+in ``checkpoints/best.keras`` (what ``training/export.py`` reads). ``--resume`` loads
 those and continues the same plan from the next epoch (without it, a run
 already in ``--out`` is started over); with a larger
 ``--steps`` the plan is longer and the run continues into it. Windows are
@@ -133,6 +137,7 @@ class Phase:
     start: int
     end: int
     stages: tuple[str, ...] = ()
+    learning_rate: float | None = None  # set when the stage starts; None: carry on with the optimizer's
 
 
 def plan(cfg: dict[str, Any], steps: int | None = None) -> list[Phase]:
@@ -153,7 +158,8 @@ def plan(cfg: dict[str, Any], steps: int | None = None) -> list[Phase]:
         if s is cfg["stages"][-1]:
             end = pre + chain_epochs
         if end > begin:
-            phases.append(Phase(str(s["name"]), "chain", begin, end, tuple(s["stages"])))
+            lr = float(s["learning_rate"]) if "learning_rate" in s else None
+            phases.append(Phase(str(s["name"]), "chain", begin, end, tuple(s["stages"]), lr))
         begin = max(begin, end)
     return phases
 
@@ -343,8 +349,41 @@ def stage_fixed(names: list[str], defaults: np.ndarray, trained: Sequence[str], 
     return out
 
 
-def build_training_model(encoder, layer, cfg: dict[str, Any], names: list[str]):
-    """``[chain_audio (B, preroll + N, C), encoder_audio (B, W)] → chain output (B, N, C)``."""
+class AnchorToDefaults(keras.layers.Layer):
+    """Identity on the parameter vector that adds ``weight · mean((u[held] − defaults[held])²)`` to the loss.
+
+    A stage holds the ports of later stages at their defaults, so their
+    outputs get no gradient, yet the shared backbone moves under them: in a
+    trial run the EQ outputs had drifted far from neutral by the time the EQ
+    stage began, and its first validation loss jumped from 4.3 to 6.2. This
+    term (pre-training's target, kept on for the held ports) keeps them where
+    the pre-training put them, so a stage starts where the last one ended.
+    """
+
+    def __init__(self, held: Sequence[int], defaults: np.ndarray, weight: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.held = [int(i) for i in held]
+        self.targets = [float(defaults[i]) for i in self.held]
+        self.weight = float(weight)
+
+    def call(self, u):
+        from keras import ops
+
+        index = np.asarray(self.held, dtype=np.int32)
+        held = ops.take(u, index, axis=1)
+        target = ops.convert_to_tensor(np.asarray(self.targets, dtype=np.float32)[None, :])
+        self.add_loss(self.weight * ops.mean(ops.square(held - target)))
+        return u
+
+
+def build_training_model(
+    encoder, layer, cfg: dict[str, Any], names: list[str], defaults: np.ndarray | None = None
+):
+    """``[chain_audio (B, preroll + N, C), encoder_audio (B, W)] → chain output (B, N, C)``.
+
+    With ``defaults`` and ``[train] anchor_weight`` > 0, the outputs of the
+    ports the layer holds fixed are pulled towards ``defaults`` (:class:`AnchorToDefaults`).
+    """
     from keras import ops
 
     r = cfg["rates"]
@@ -352,6 +391,10 @@ def build_training_model(encoder, layer, cfg: dict[str, Any], names: list[str]):
     view = keras.Input((r["encoder_window"],), name="encoder_audio")
     u = encoder(view)
     free = [names.index(n) for n in layer.free_parameter_names]
+    held = [i for i in range(len(names)) if i not in free]
+    weight = float(cfg["train"].get("anchor_weight", 0.0))
+    if held and defaults is not None and weight > 0:
+        u = AnchorToDefaults(held, defaults, weight, name="anchor_to_defaults")(u)
     if len(free) != len(names):
         index = np.asarray(free, dtype=np.int32)
         u = keras.layers.Lambda(lambda v: ops.take(v, index, axis=1), name="free_params")(u)
@@ -399,7 +442,14 @@ class RunRecorder(keras.callbacks.Callback):
         }
         append_history(self.out / "history.csv", row)
         plot_history(self.out / "history.csv", self.out / "history.png")
-        save_checkpoint(self.out, self.encoder, self.opt, epoch + 1, self.phase, lr, self.extra_state)
+        val = row["val_loss"]
+        best = self.extra_state.get("best")
+        improved = val is not None and math.isfinite(val) and (best is None or val < best["val_loss"])
+        if improved:
+            self.extra_state["best"] = {"val_loss": float(val), "epoch": epoch + 1, "phase": self.phase.name}
+        save_checkpoint(
+            self.out, self.encoder, self.opt, epoch + 1, self.phase, lr, self.extra_state, best=improved
+        )
 
 
 def _lr(optimizer) -> float:
@@ -461,16 +511,34 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-def save_checkpoint(out: Path, encoder, optimizer, epochs_done: int, phase: Phase, lr: float, extra: dict):
+def save_checkpoint(
+    out: Path,
+    encoder,
+    optimizer,
+    epochs_done: int,
+    phase: Phase,
+    lr: float,
+    extra: dict,
+    best: bool = False,
+):
     """Encoder + optimizer state + ``state.json``, each written to a temporary name then renamed, so an
-    interrupted save never leaves a half-written checkpoint for ``--resume``."""
+    interrupted save never leaves a half-written checkpoint for ``--resume``.
+
+    ``encoder.keras`` is the encoder with the lowest validation loss so far
+    (``best``; also in ``checkpoints/best.keras``); before the first
+    validation, the latest one (pre-training).
+    """
     ck = out / "checkpoints"
     ck.mkdir(parents=True, exist_ok=True)
     tmp = ck / "last.tmp.keras"
     encoder.save(tmp)
     os.replace(tmp, ck / "last.keras")
-    shutil.copyfile(ck / "last.keras", out / "encoder.tmp.keras")
-    os.replace(out / "encoder.tmp.keras", out / "encoder.keras")
+    if best or "best" not in extra:
+        shutil.copyfile(ck / "last.keras", out / "encoder.tmp.keras")
+        os.replace(out / "encoder.tmp.keras", out / "encoder.keras")
+    if best:
+        shutil.copyfile(ck / "last.keras", ck / "best.tmp.keras")
+        os.replace(ck / "best.tmp.keras", ck / "best.keras")
     if phase.kind == "chain" and optimizer.built:
         values = {f"v{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)}
         with open(ck / "optimizer.tmp.npz", "wb") as f:
@@ -597,6 +665,8 @@ def train(
         "graph_mode": bool(state.get("graph_mode", False)),
         "train_seconds_before": float(state.get("train_seconds_total", 0.0)),
     }
+    if "best" in state:
+        extra["best"] = state["best"]
     total_epochs = phases[-1].end if phases else 0
     if done >= total_epochs:
         log.info("nothing to do: %d of %d epochs already done (raise --steps to go on)", done, total_epochs)
@@ -627,6 +697,13 @@ def train(
                     data, epochs=phase.end, initial_epoch=first, callbacks=[recorder], verbose=verbose
                 )
                 continue
+            best_path = out / "checkpoints" / "best.keras"
+            if first == phase.start and best_path.exists():
+                # a stage starts from the best encoder so far, not from where the last one wandered
+                encoder.set_weights(keras.models.load_model(best_path, compile=False).get_weights())
+                log.info("stage %s starts from the best encoder so far (%s)", phase.name, extra["best"])
+            if first == phase.start and phase.learning_rate is not None:
+                optimizer.learning_rate = phase.learning_rate
             if pool is None:
                 pool = create_pool(settings, workers)  # one pool for every stage: its chain never changes
             layer = LV2Layer(
@@ -640,7 +717,7 @@ def train(
                 seed=seed * 1009 + 31 * index + first,
                 name=f"chain_{index}",
             )
-            model = build_training_model(encoder, layer, cfg, names)
+            model = build_training_model(encoder, layer, cfg, names, defaults)
             loss = AlignedSpectralLoss(max_lag, cfg["loss"]["fft_sizes"], float(cfg["loss"]["l1_weight"]))
             model.compile(optimizer=optimizer, loss=loss, jit_compile=False, run_eagerly=False)
             if resume and not optimizer_restored:
