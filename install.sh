@@ -12,6 +12,9 @@ APT_PACKAGES=(
   jackd2 jalv                              # live host and its C reference
   libsndfile1                              # soundfile's backend
   warzone2100-music fretsonfire-songs-muldjord fretsonfire-songs-sectoid  # mastered music (data sets)
+  guitarix-lv2 fluidsynth fluid-soundfont-gm                 # distortion: reference preamp, clean guitar/bass
+  sonic-pi-samples hydrogen-drumkits-effects lmms-common     # distortion: recorded guitar samples
+  tuxpaint-stamps-default                                    # nonspeech: human-read English clips
   python3 python3-venv                     # the interpreter, when the system has none
 )
 

@@ -80,12 +80,18 @@ def map_channels(audio: np.ndarray, channels: int, how: str = "auto") -> np.ndar
 def check_writable(path: str | Path, inputs: tuple[Path, ...] = ()) -> None:
     """Fail now (before any work) if ``path`` cannot be written as audio."""
     path = Path(path)
-    if any(path.resolve() == Path(i).resolve() for i in inputs):
-        raise AudioFileError(f"refusing to overwrite the input file {path}; pick another output")
     if path.suffix.lower().lstrip(".") not in {f.lower() for f in sf.available_formats()}:
         raise AudioFileError(
             f"cannot tell the format of {path} from its extension; use .wav, .flac, .ogg, .aiff …"
         )
+    check_output_path(path, inputs)
+
+
+def check_output_path(path: str | Path, inputs: tuple[Path, ...] = ()) -> None:
+    """Fail now (before any work) if a file cannot be written at ``path`` or would overwrite an input."""
+    path = Path(path)
+    if any(path.resolve() == Path(i).resolve() for i in inputs):
+        raise AudioFileError(f"refusing to overwrite the input file {path}; pick another output")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise AudioFileError(f"cannot write {path}: folder {parent} does not exist")

@@ -82,7 +82,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     check_writable(args.output, inputs=(args.input,))
     if args.block < 1 or args.block > 16384:
         raise DeepAFxError("--block must be between 1 and 16384 frames")
-    chain = Chain.load(args.chain)
+    bundle = None
+    if args.task or args.bundle:
+        from rt_host.bundle import load_bundle
+
+        if args.chain:
+            raise DeepAFxError("give either a model (--task/--bundle) or --chain; the bundle names its chain")
+        bundle = load_bundle(args.bundle or args.task)
+        chain = Chain(bundle.chain_spec)
+    elif args.chain:
+        if args.params_log or args.plot:
+            raise DeepAFxError("--params-log and --plot record a model's automation: add --task or --bundle")
+        chain = Chain.load(args.chain)
+    else:
+        raise DeepAFxError("say what to render with: --chain NAME, or a model: --task NAME / --bundle DIR")
     report = render_file(
         args.input,
         args.output,
@@ -93,7 +106,14 @@ def cmd_render(args: argparse.Namespace) -> int:
         map_channels=args.map_channels,
         subtype=args.subtype,
         compensate_latency=not args.keep_latency,
+        bundle=bundle,
+        smoothing_s=args.smoothing,
+        params_log=args.params_log,
+        plot=args.plot,
     )
+    if bundle is not None:
+        print(f"the {bundle.task!r} model ({bundle.path}) predicted {report.predictions} times "
+              f"(median {report.inference_ms_p50 or 0:.1f} ms each)")  # fmt: skip
     lat = f"latency {report.latency_samples} samples " + ("kept" if args.keep_latency else "compensated")
     print(
         f"rendered {report.seconds:.2f} s through {report.chain!r} at {report.chain_rate} Hz "
@@ -215,10 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="a chain name or .toml file")
     p.set_defaults(func=cmd_chains)
 
-    p = sub.add_parser("render", help="render an audio file through a chain offline")
+    p = sub.add_parser("render", help="render an audio file through a chain, or a model's chain, offline")
     p.add_argument("input", type=Path, help="input audio (any format libsndfile reads)")
     p.add_argument("output", type=Path, help="output audio; the format follows the extension")
-    p.add_argument("--chain", required=True, help="chain name (see `chains`) or .toml file")
+    p.add_argument("--chain", help="chain name (see `chains`) or .toml file, at fixed or --params values")
+    p.add_argument("--task", help="let the task's trained model (exported_models/TASK) drive its chain")
+    p.add_argument("--bundle", type=Path, metavar="DIR", help="…or the model bundle in DIR")
+    p.add_argument(
+        "--smoothing", type=float, default=0.1, metavar="SECONDS",
+        help="time constant of the glide towards each prediction, as live (default 0.1)",
+    )  # fmt: skip
+    p.add_argument("--params-log", type=Path, metavar="FILE.csv", help="write the model's automation")
+    p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot the model's automation")
     p.add_argument(
         "--set",
         action="append",

@@ -31,6 +31,8 @@ class RenderReport:
     latency_samples: int
     block_size: int
     elapsed_s: float
+    predictions: int = 0  # with a model: how many windows it saw
+    inference_ms_p50: float | None = None
 
     @property
     def realtime_factor(self) -> float:
@@ -133,7 +135,8 @@ def _load_csv(path: Path, chain: Chain):
 
 def automation_trajectory(times, normalized, n_samples: int, rate: float, step: int) -> np.ndarray:
     """Per-step rows (every ``step`` samples) holding the last automation row at or before it."""
-    starts = np.arange(0, max(n_samples, 1), step) / rate
+    # half a sample of slack: times written with few digits (a CSV's 1.23457) still land on their block
+    starts = (np.arange(0, max(n_samples, 1), step) + 0.5) / rate
     idx = np.clip(np.searchsorted(times, starts, side="right") - 1, 0, len(times) - 1)
     return normalized[idx]
 
@@ -149,10 +152,25 @@ def render_file(
     map_channels: str = "auto",
     subtype: str | None = None,
     compensate_latency: bool = True,
+    bundle=None,
+    smoothing_s: float = 0.1,
+    params_log: str | Path | None = None,
+    plot: str | Path | None = None,
 ) -> RenderReport:
-    """Render one file through ``chain``; checks the output path before any work."""
+    """Render one file through ``chain``; checks the output path before any work.
+
+    With ``bundle`` (:class:`rt_host.bundle.Bundle`) its model drives the chain
+    the way the live host does (:mod:`rt_host.offline`), one parameter row per
+    ``block_size`` frames; ``params_log`` (CSV, readable by ``--params``) and
+    ``plot`` (PNG) record that automation.
+    """
     input_path, output_path = Path(input_path), Path(output_path)
+    if bundle is not None and params_file:
+        raise DeepAFxError("give either a model (--task/--bundle) or --params, not both")
     audio_io.check_writable(output_path, inputs=(input_path,))
+    for extra in (params_log, plot):
+        if extra:
+            audio_io.check_output_path(Path(extra), inputs=(input_path, output_path))
     for name, value in sets:
         chain.set(name, value)
     automation = load_params(params_file, chain) if params_file else None
@@ -167,11 +185,26 @@ def render_file(
     if automation is not None:
         params = automation_trajectory(*automation, x.shape[1], rate, block_size)
     start = time.perf_counter()
+    predicted = None
+    if bundle is not None:
+        from rt_host.offline import predict_automation
+
+        predicted = predict_automation(bundle, chain, x, int(rate), step=block_size, smoothing_s=smoothing_s)
+        params = predicted.normalized
     y = chain(x, rate, params, block_size=block_size, compensate_latency=compensate_latency)
     elapsed = time.perf_counter() - start
     if rate != file_rate:
         y = audio_io.resample(y, rate, file_rate)
     audio_io.write_audio(output_path, y, file_rate, subtype)
+    p50 = None
+    if predicted is not None:
+        p50 = float(np.median(predicted.inference_ms)) if predicted.predictions else None
+        from rt_host.plots import plot_automation, write_automation_csv
+
+        if params_log:
+            write_automation_csv(chain, predicted.times, predicted.normalized, Path(params_log))
+        if plot:
+            plot_automation(chain, predicted.times, predicted.normalized, Path(plot))
     return RenderReport(
         input=str(input_path),
         output=str(output_path),
@@ -183,4 +216,6 @@ def render_file(
         latency_samples=chain.latency,
         block_size=block_size,
         elapsed_s=elapsed,
+        predictions=predicted.predictions if predicted is not None else 0,
+        inference_ms_p50=p50,
     )

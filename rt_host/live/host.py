@@ -41,6 +41,7 @@ from rt_host.live.realtime import RealtimeChain
 from rt_host.live.server import JackServerError
 from rt_host.live.stats import memory_mb
 from rt_host.lv2.chain import Chain
+from rt_host.plots import plot_automation, write_automation_csv
 
 log = logging.getLogger("rt_host")
 
@@ -458,10 +459,7 @@ class LiveHost:
         times = np.array([t for t, _ in self._automation])
         norm = np.stack([u for _, u in self._automation])
         if opt.params_log:
-            values = chain.denormalize(norm)
-            header = "time," + ",".join(chain.parameter_names)
-            np.savetxt(opt.params_log, np.column_stack([times, values]), delimiter=",",
-                       header=header, comments="", fmt="%.6g")  # fmt: skip
+            write_automation_csv(chain, times, norm, Path(opt.params_log))
         if opt.plot:
             plot_automation(chain, times, norm, Path(opt.plot))
 
@@ -533,27 +531,3 @@ class _Recorder:
         self._file.close()
         if self.overflows:
             log.warning("the recorder fell behind %d time(s); some audio was lost", self.overflows)
-
-
-def plot_automation(chain: Chain, times: np.ndarray, norm: np.ndarray, path: Path) -> None:
-    """One panel per stage: its predicted parameters (normalized) over time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    stages = [s.name for s in chain.stages if any(p.stage == s.name for p in chain.parameters)]
-    fig, axes = plt.subplots(len(stages), 1, figsize=(10, 2.6 * len(stages)), sharex=True, squeeze=False)
-    for ax, stage in zip(axes[:, 0], stages):
-        cols = [j for j, p in enumerate(chain.parameters) if p.stage == stage]
-        for j in cols:
-            ax.plot(times, norm[:, j], lw=1, label=chain.parameters[j].symbol)
-        ax.set(ylabel=f"{stage}\n(normalized)", ylim=(-0.02, 1.02))
-        ax.grid(alpha=0.3)
-        if len(cols) <= 12:
-            ax.legend(fontsize=7, ncol=6, loc="upper right")
-    axes[-1, 0].set_xlabel("time (s)")
-    fig.suptitle(f"{chain.name}: parameter automation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
