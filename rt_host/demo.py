@@ -1,8 +1,11 @@
 """``deepafx-rt demo``: the live host mastering an example on a dummy JACK server.
 
-It starts ``jackd -d dummy`` (48 kHz, 128 frames) when no server runs, plays a
-generated un-mastered mix through the mastering chain as a JACK client, records
-the output, and writes the parameter automation and the spectra as PNGs. With
+It starts ``jackd -d dummy`` (48 kHz, 128 frames) when no server runs, plays an
+un-mastered excerpt of a Debian-packaged track through the mastering chain as
+a JACK client, records the output, and writes the parameter automation and the
+spectra as PNGs. The excerpt is made at start-up the way the data set is
+(:func:`training.data.mastering_example`: a test-split track, degraded with its
+seeded parameters) and is not committed. With
 a trained bundle in ``exported_models/mastering`` the model steers the chain;
 until one lands the chain runs at its default parameters, and the demo says so.
 """
@@ -16,7 +19,6 @@ import numpy as np
 from rt_host import audio as audio_io
 from rt_host.bundle import bundle_dir
 from rt_host.errors import DeepAFxError
-from rt_host.signals import unmastered_mix
 
 DEMO_RATE, DEMO_PERIOD = 48000, 128
 
@@ -54,7 +56,11 @@ def run_demo(out_dir: Path, seconds: float = 15.0) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "example-unmastered.wav"
     rec = out_dir / "example-live-mastered.wav"
-    audio_io.write_audio(src, unmastered_mix(seconds, 44100), 44100)
+    from training.data import mastering_example  # numpy/scipy/soundfile only: no TensorFlow
+
+    example, _, source = mastering_example(seconds)
+    print(f"deepafx-rt demo: example: {seconds:g} s of {source.path} ({source.package}), un-mastered")
+    audio_io.write_audio(src, example, 44100)
     has_model = (bundle_dir("mastering") / "manifest.toml").is_file()
     if has_model:
         print("deepafx-rt demo: the trained mastering model steers the chain live.")

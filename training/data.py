@@ -212,6 +212,37 @@ def assign_splits(
     return out
 
 
+def source_seconds(sources: Sequence[Source]) -> dict[str, float]:
+    """``{track_id: seconds}`` from the files' headers (no decoding)."""
+    seconds = {}
+    for s in sources:
+        try:
+            i = sf.info(str(s.path))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise DataError(f"cannot read {s.path} as audio: {exc}") from None
+        seconds[s.track_id] = i.frames / i.samplerate
+    return seconds
+
+
+def split_sources(sources: Sequence[Source], seed: int) -> dict[str, str]:
+    """``{track_id: split}``: the split every source lands in for ``seed`` (by group, per collection)."""
+    seconds = source_seconds(sources)
+    group_info: dict[str, tuple[str, float]] = {}
+    for s in sources:
+        coll, sec = group_info.get(s.group, (s.collection, 0.0))
+        if coll != s.collection:
+            raise DataError(f"group {s.group} spans two collections ({coll}, {s.collection})")
+        group_info[s.group] = (coll, sec + seconds[s.track_id])
+    split_of_group = assign_splits(group_info, seed)
+    empty = [sp for sp in SPLITS if sp not in split_of_group.values()]
+    if empty:
+        raise DataError(
+            f"{len(group_info)} track group(s) cannot fill train, val and test "
+            f"({', '.join(empty)} would be empty); give at least three tracks"
+        )
+    return {s.track_id: split_of_group[s.group] for s in sources}
+
+
 def track_rng(seed: int, track_id: str) -> np.random.Generator:
     """The random generator of one track: depends only on the seed and the id, not on other tracks."""
     return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(track_id.encode())]))
@@ -467,6 +498,29 @@ def mastering_pair(
     return x, target, record
 
 
+def mastering_example(
+    seconds: float = 15.0, seed: int = 0, rate: int = 44100
+) -> tuple[np.ndarray, np.ndarray, Source]:
+    """A short un-mastered excerpt made the way the data set is, from a *test-split* track.
+
+    ``(input, target, source)``: the middle ``seconds`` of the first test track
+    (by id) of the Debian-packaged music, degraded with that track's seeded
+    parameters — material no model trained on this data set has heard. Used by
+    ``deepafx-rt demo``; takes a second or two (one file decoded).
+    """
+    sources = mastering_sources()
+    split = split_sources(sources, seed)
+    source = min((s for s in sources if split[s.track_id] == "test"), key=lambda s: s.track_id)
+    target, _ = read_source(source, rate, 2)
+    n = min(target.shape[1], int(seconds * rate))
+    start = (target.shape[1] - n) // 2
+    target = np.ascontiguousarray(target[:, start : start + n])
+    ranges = MasteringDegradation()
+    params = draw_mastering_params(track_rng(seed, source.track_id), ranges)
+    x, _ = degrade_mastering(target, rate, params, ranges)
+    return x, target, source
+
+
 # --- the generic builder ------------------------------------------------------------------
 MakePair = Callable[
     [Source, int, int, np.random.Generator, dict[str, Any]], tuple[np.ndarray, np.ndarray, dict]
@@ -658,26 +712,8 @@ def build_task(
         for old in (cache / "tracks").glob("*.npy*"):
             old.unlink()
 
-        seconds = {}
-        for s in sources:
-            try:
-                i = sf.info(str(s.path))
-            except (sf.LibsndfileError, RuntimeError) as exc:
-                raise DataError(f"cannot read {s.path} as audio: {exc}") from None
-            seconds[s.track_id] = i.frames / i.samplerate
-        group_info: dict[str, tuple[str, float]] = {}
-        for s in sources:
-            coll, sec = group_info.get(s.group, (s.collection, 0.0))
-            if coll != s.collection:
-                raise DataError(f"group {s.group} spans two collections ({coll}, {s.collection})")
-            group_info[s.group] = (coll, sec + seconds[s.track_id])
-        split_of_group = assign_splits(group_info, seed)
-        empty = [sp for sp in SPLITS if sp not in split_of_group.values()]
-        if empty:
-            raise DataError(
-                f"{len(group_info)} track group(s) cannot fill train, val and test "
-                f"({', '.join(empty)} would be empty); give at least three tracks"
-            )
+        seconds = source_seconds(sources)
+        split_of_track = split_sources(sources, seed)
 
         t0 = time.monotonic()
         jobs = [_Job(make_pair, s, seed, rate, channels, options, cache / "tracks") for s in sources]
@@ -705,7 +741,7 @@ def build_task(
 
         records.sort(key=lambda r: r["id"])
         for r in records:
-            r["split"] = split_of_group[r["group"]]
+            r["split"] = split_of_track[r["id"]]
         manifest = {
             **expected,
             "layout": "tracks/<id>.{input,target}.npy: float32 (channels, samples) at recipe.rate",

@@ -4,20 +4,26 @@
                                 [--config FILE] [--seconds 30] [--tracks N] [--out runs/mastering/eval]
                                 [--data DIR] [--no-matchering]
 
-Four systems are scored against each test track's *target* (the mastered
-original), on the same excerpt of ``--seconds`` from the middle of the track:
+The systems are scored against each test track's *target* (the mastered
+original, the reference amp's output, the speech without its noises), on the
+same excerpt of ``--seconds`` from the middle of the track:
 
 * ``input`` — the un-mastered input itself (what there is to fix);
 * ``default_chain`` — the chain at its default parameters (what the plugins do
   unguided);
-* ``model`` — the chain driven by the model the way the product runs it: the
-  encoder predicts from the window centred on every hop (its view of the
-  input: mono at the encoder's rate), the predictions are smoothed over time
+* ``model`` — the chain driven by the model the way the product runs it: every
+  hop the encoder predicts from the window *ending* there (causal, like the
+  live controller; its view of the input: mono at the encoder's rate), the
+  predictions are smoothed over time
   (exponential, ``--smoothing``) and interpolated to one value per
   ``step_length`` block, and the chain renders the whole excerpt offline at
   the music's rate with ``Chain(x, rate, params=U, step_length=…)``;
-* ``matchering`` — matchering 2.0 with a *different* test track's target as
-  its reference (it never sees the target it is scored against).
+* ``matchering`` (mastering only) — matchering 2.0 with a *different* test
+  track's target as its reference (it never sees the target it is scored against).
+
+``nonspeech`` adds speech preservation and event attenuation per system
+(:mod:`training.nonspeech_metrics`); the goals in ``metrics.md`` are each
+task's issue's (:data:`GOALS`).
 
 Metrics (:mod:`training.metrics`): MFCC cosine distance, multi-resolution
 STFT distance (lower is better) and the LUFS error (BS.1770, output minus
@@ -58,6 +64,38 @@ log = logging.getLogger("training.evaluate")
 SYSTEMS = ("input", "default_chain", "model", "matchering")
 STEP_LENGTH = 1024  # chain samples between automation values (23 ms at 44.1 kHz)
 
+# What each task's issue asks of the model: (flat metric key, minimum in %, label).
+# The flat keys are relative improvements written by summarize() (positive = the model is closer).
+GOALS: dict[str, list[tuple[str, float, str]]] = {
+    "mastering": [  # issue 6
+        ("mfcc_cosine_model_vs_input_pct", 40, "MFCC closer than the input"),
+        ("mrstft_model_vs_input_pct", 40, "MR-STFT closer than the input"),
+        ("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
+        ("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
+        ("mrstft_model_vs_matchering_pct", 0, "MR-STFT closer than matchering"),
+    ],
+    "default": [  # issue 7: distortion, nonspeech
+        ("mfcc_cosine_model_vs_input_pct", 25, "MFCC closer than the input"),
+        ("mrstft_model_vs_input_pct", 25, "MR-STFT closer than the input"),
+        ("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
+        ("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
+    ],
+}
+ISSUE = {"mastering": 6, "distortion": 7, "nonspeech": 7}
+
+
+def task_extra_metrics(task: str):
+    """Task-specific scores of one system's output on one excerpt, or ``None``.
+
+    The function takes ``(output, input, target, track, start, rate)`` — ``start``
+    is the excerpt's first sample in the track — and returns ``{name: value}``.
+    """
+    if task == "nonspeech":
+        from training.nonspeech_metrics import excerpt_metrics
+
+        return excerpt_metrics
+    return None
+
 
 class EvaluateError(DeepAFxError):
     """The evaluation cannot run; the message says why."""
@@ -71,10 +109,12 @@ def predict_automation(
     smoothing: float = 0.5,
     batch: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions every hop over ``x`` ``(C, n)`` at the chain rate: ``(centres, U)``.
+    """Predictions every hop over ``x`` ``(C, n)`` at the chain rate: ``(ends, U)``.
 
-    ``centres`` are the chain-rate sample positions the windows are centred on
-    (one every ``hop`` encoder samples, converted to chain samples);
+    ``ends`` are the chain-rate sample positions the windows end at (one every
+    ``hop`` encoder samples, converted to chain samples; zeros before the
+    start), so a prediction only uses audio that has already been heard, as
+    live;
     ``U`` is ``(len(centres), n_params)`` after exponential smoothing
     ``u_k ← smoothing · u_{k−1} + (1 − smoothing) · prediction_k`` — parameter
     jumps between neighbouring windows would otherwise be audible as zipper
@@ -86,9 +126,8 @@ def predict_automation(
     rate, window = int(r["chain_rate"]), int(r["window"])
     hop = int(round(int(r["hop"]) * rate / int(r["encoder_rate"])))
     n = x.shape[1]
-    centres = np.arange(hop // 2, max(n, hop // 2 + 1), hop)
-    half = window // 2
-    padded = np.pad(x, ((0, 0), (half, half)))  # zeros before the start / after the end
+    centres = np.arange(hop, n + hop, hop)  # window ends (named centres for automation_steps)
+    padded = np.pad(x, ((0, 0), (window, hop)))  # zeros before the start / after the end
     preds = []
     for i in range(0, len(centres), batch):
         chunk = np.stack([padded[:, c : c + window] for c in centres[i : i + batch]])
@@ -124,14 +163,20 @@ def render_chain(chain, x: np.ndarray, rate: int, params: np.ndarray, step_lengt
 
 
 # --- evaluation -------------------------------------------------------------------------------
-def excerpt(track, seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """The middle ``seconds`` of a track's input and target (all of it when ``None`` or longer)."""
+def excerpt_bounds(track, seconds: float | None) -> tuple[int, int]:
+    """``[start, stop)`` of the middle ``seconds`` of a track (all of it when ``None`` or longer)."""
     n = track.target.shape[1]
     m = n if seconds is None else min(n, int(seconds * track.rate))
     s = (n - m) // 2
+    return s, s + m
+
+
+def excerpt(track, seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """The middle ``seconds`` of a track's input and target (all of it when ``None`` or longer)."""
+    s, e = excerpt_bounds(track, seconds)
     return (
-        np.array(track.input[:, s : s + m], dtype=np.float32),
-        np.array(track.target[:, s : s + m], dtype=np.float32),
+        np.array(track.input[:, s:e], dtype=np.float32),
+        np.array(track.target[:, s:e], dtype=np.float32),
     )
 
 
@@ -145,8 +190,9 @@ def evaluate(
     smoothing: float = 0.5,
     matchering: bool = True,
 ) -> dict[str, Any]:
-    """Score the four systems on ``tracks``; write the files listed in the module docstring.
+    """Score the systems on ``tracks``; write the files listed in the module docstring.
 
+    ``matchering`` only applies to the mastering task (it is a mastering tool).
     Returns the metrics dict written to ``metrics.json``.
     """
     from rt_host.lv2 import Chain, ChainSpec
@@ -162,6 +208,9 @@ def evaluate(
     per_track: list[dict[str, Any]] = []
     shown: dict[str, Any] = {}
     t0 = time.monotonic()
+    task = str(cfg.get("task", "mastering"))
+    matchering = matchering and task == "mastering"
+    extra_metrics = task_extra_metrics(task)
     excerpts = [excerpt(t, seconds) for t in tracks]
     for i, (track, (x, y)) in enumerate(zip(tracks, excerpts)):
         if track.rate != rate:
@@ -178,8 +227,11 @@ def evaluate(
             except ValueError as exc:
                 log.warning("matchering failed on %s: %s", track.track_id, exc)
         row: dict[str, Any] = {"track": track.track_id, "seconds": round(x.shape[1] / rate, 2)}
+        start = excerpt_bounds(track, seconds)[0]
         for system, audio in outputs.items():
             row[system] = compare(audio, y, rate)
+            if extra_metrics is not None:
+                row[system].update(extra_metrics(audio, x, y, track, start, rate))
         per_track.append(row)
         log.info(
             "[%d/%d] %s: mrstft input %.3f · default %.3f · model %.3f%s (%.0f s)",
@@ -193,6 +245,7 @@ def evaluate(
     chain.close()
 
     metrics = summarize(per_track)
+    metrics["task"] = task
     metrics["tracks"] = len(per_track)
     metrics["seconds_per_track"] = float(np.mean([r["seconds"] for r in per_track]))
     metrics["smoothing"] = smoothing
@@ -214,12 +267,18 @@ def summarize(per_track: list[dict[str, Any]]) -> dict[str, Any]:
     relative improvements of issue 6's goals as flat numbers (positive = the model is closer)."""
     systems = [s for s in SYSTEMS if any(s in r for r in per_track)]
     metrics: dict[str, Any] = {"mfcc_cosine": {}, "mrstft": {}, "lufs_error_abs_median": {}}
+    standard = {"mfcc_cosine", "mrstft", "lufs_error"}
+    extra = sorted({k for r in per_track for s in systems if s in r for k in r[s]} - standard)
+    for key in extra:  # task-specific scores (means over tracks)
+        metrics[key] = {}
     for s in systems:
         rows = [r[s] for r in per_track if s in r]
         metrics["mfcc_cosine"][s] = _nanmean([r["mfcc_cosine"] for r in rows])
         metrics["mrstft"][s] = _nanmean([r["mrstft"] for r in rows])
         lufs = np.array([abs(r["lufs_error"]) for r in rows if np.isfinite(r["lufs_error"])])
         metrics["lufs_error_abs_median"][s] = float(np.median(lufs)) if lufs.size else None
+        for key in extra:
+            metrics[key][s] = _nanmean([r.get(key) for r in rows])
     for metric in ("mfcc_cosine", "mrstft"):
         m = metrics[metric]
         for base in ("input", "default_chain", "matchering"):
@@ -232,6 +291,7 @@ def markdown(metrics: dict[str, Any], per_track: list[dict[str, Any]]) -> str:
     """The results as markdown: the summary table, the goals, one row per track."""
     from training.export import metrics_table
 
+    task = str(metrics.get("task", "mastering"))
     lines = [
         "# Evaluation on the test split",
         "",
@@ -240,7 +300,7 @@ def markdown(metrics: dict[str, Any], per_track: list[dict[str, Any]]) -> str:
         "",
         metrics_table({k: v for k, v in metrics.items() if isinstance(v, dict)}),
         "",
-        "## Goals (issue 6)",
+        f"## Goals (issue {ISSUE.get(task, '?')})",
         "",
     ]
 
@@ -250,15 +310,9 @@ def markdown(metrics: dict[str, Any], per_track: list[dict[str, Any]]) -> str:
             return f"- {label}: n/a"
         return f"- {label}: {v:+.1f} % (goal ≥ {need:g} %) — {'met' if v >= need else 'missed'}"
 
-    lines += [
-        goal("mfcc_cosine_model_vs_input_pct", 40, "MFCC closer than the input"),
-        goal("mrstft_model_vs_input_pct", 40, "MR-STFT closer than the input"),
-        goal("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
-        goal("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
-        goal("mrstft_model_vs_matchering_pct", 0, "MR-STFT closer than matchering"),
-    ]
+    lines += [goal(key, need, label) for key, need, label in GOALS.get(task, GOALS["default"])]
     lufs = metrics["lufs_error_abs_median"].get("model")
-    if lufs is not None:
+    if lufs is not None and task == "mastering":
         lines.append(
             f"- median |LUFS error| of the model: {lufs:.2f} LU (goal ≤ 1) — "
             + ("met" if lufs <= 1 else "missed")
@@ -339,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python training/evaluate.py --task TASK …``; returns the exit code."""
     parser = argparse.ArgumentParser(
         prog="evaluate.py",
-        description="Score a trained encoder, the default chain and matchering on the test split.",
+        description="Score a trained encoder against the input and the default chain (and, for "
+        "mastering, matchering) on the test split.",
     )
     parser.add_argument("--task", required=True, help="task name, e.g. mastering")
     parser.add_argument("--checkpoint", type=Path, help="encoder .keras (default: runs/TASK/encoder.keras)")
