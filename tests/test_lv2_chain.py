@@ -486,6 +486,24 @@ def test_each_call_starts_from_a_reset_state(world, pink_noise):
     np.testing.assert_allclose(second, first, rtol=0, atol=1e-6)
 
 
+def test_the_first_call_reuses_the_new_instances_unless_its_parameters_differ(world, pink_noise):
+    """A just-prepared chain is already what a reset makes (new, pre-rolled at its values): the first
+    call keeps those instances; a call at other values, or a second call, instantiates anew."""
+    x = pink_noise(0.2, SR, 2, -3.0, seed=2)
+    chain = Chain.load("mastering", world)
+    chain.prepare(SR)
+    handle = chain.instances("mbc")[0].handle_address
+    chain(x, SR)
+    assert chain.instances("mbc")[0].handle_address == handle
+    chain(x, SR)
+    assert chain.instances("mbc")[0].handle_address != handle
+    other = Chain.load("mastering", world)
+    other.prepare(SR)
+    handle = other.instances("mbc")[0].handle_address
+    other(x, SR, params=np.full(other.n_params, 0.3))
+    assert other.instances("mbc")[0].handle_address != handle
+
+
 # --- latency ---------------------------------------------------------------------------
 @pytest.mark.parametrize("rate, expected", [(44100, 220), (48000, 240), (22050, 110)])
 def test_chain_latency_is_sum_of_latency_ports(world, rate, expected):
