@@ -30,7 +30,6 @@ per second 1 and 2 plain processes manage side by side, with no pool at all.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import statistics
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from rt_host.bench import write_results
 from rt_host.lv2 import Chain
 from rt_host.signals import unmastered_mix
 from training.renderer import RenderSettings
@@ -295,9 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--workers takes worker counts ≥ 1 separated by commas, e.g. 1,2; not {args.workers!r}")
     result = run(args)
     report(result)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"\nwrote {args.json}")
+    write_results(result, args.json)
     return 0
 
 
