@@ -21,8 +21,8 @@ tube amplifier. Nothing is downloaded; every source is a Debian package that
   the sound font's 44.1 kHz samples). A song's guitar and bass tracks share a
   *group*, so they always land in the same split.
 * ``recorded``: real recordings — the guitar strums of
-  ``hydrogen-drumkits-effects`` (``belofilms_GuitarStrums``: 24 chords × 12
-  strums of 2 s; each chord becomes one track of its strums in a fixed shuffled
+  ``hydrogen-drumkits-effects`` (``belofilms_GuitarStrums``: 25 chords, 8–12
+  strums of 2 s each; a chord becomes one track of its strums in a fixed shuffled
   order, each cut after 1–2 s with a 15 ms fade, like re-strumming), the
   ``guit_*`` samples of ``sonic-pi-samples`` (one track) and ``lmms-common``'s
   clean steel and latin guitars (one track; its ``*_distorted`` variants are
@@ -61,6 +61,7 @@ package, source files, levels).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -71,9 +72,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +110,15 @@ BASS_PROGRAMS = (33, 34)  # GM "Electric Bass (finger)", "Electric Bass (pick)"
 STRUMS_DIR = Path("/usr/share/hydrogen/data/drumkits/belofilms_GuitarStrums")
 SONIC_PI_DIR = Path("/usr/share/sonic-pi/samples")
 LMMS_DIR = Path("/usr/share/lmms/samples")
-LMMS_GUITARS = ("instruments/steel_guitar01.ogg", "latin/latin_guitar01.ogg",
-                "latin/latin_guitar02.ogg", "latin/latin_guitar03.ogg")  # fmt: skip
+LMMS_GUITARS = (
+    "instruments/steel_guitar01.ogg",
+    "latin/latin_guitar01.ogg",
+    "latin/latin_guitar02.ogg",
+    "latin/latin_guitar03.ogg",
+)
 CORPUS_VERSION = 1  # bump when the composer or the assembly changes: cached corpora rebuild
 CORPUS_PEAK_DBFS = -1.0
+RECIPE_VERSION = 1  # bump when make_pair's meaning changes (levels, target): cached tracks rebuild
 
 
 # --- recipes ---------------------------------------------------------------------------
@@ -203,8 +210,13 @@ PROGRESSIONS = {
 GUITAR_STYLES = ("strum", "arpeggio", "power", "lead")
 BASS_STYLES = ("roots", "octaves", "riff", "walking")
 STRUM_PATTERNS = (  # eighth-note slots of a bar: "D" down, "U" up, "." rest
-    "D.D.D.D.", "D.DUD.DU", "D..U.UDU", "D.DU.UDU", "DUDUDUDU", "D...D.DU",
-)  # fmt: skip
+    "D.D.D.D.",
+    "D.DUD.DU",
+    "D..U.UDU",
+    "D.DU.UDU",
+    "DUDUDUDU",
+    "D...D.DU",
+)
 
 
 @dataclass
@@ -261,7 +273,9 @@ def guitar_voicing(root_pc: int, quality: str) -> list[int]:
     root = _in_range(root_pc, 40)  # E2 … D#3
     if root <= 46:  # E shape: R 5 R 3 5 R
         return [root, root + fifth, root + 12, root + 12 + third, root + 12 + fifth, root + 24]
-    return [root, root + fifth, root + 12, root + 12 + third, root + 12 + fifth][:5]  # A shape from the 5th string
+    return [root, root + fifth, root + 12, root + 12 + third, root + 12 + fifth][
+        :5
+    ]  # A shape from the 5th string
 
 
 def _guitar_part(song: Song, rng: np.random.Generator, dyn: np.ndarray) -> list[Note]:
@@ -313,13 +327,18 @@ def _guitar_part(song: Song, rng: np.random.Generator, dyn: np.ndarray) -> list[
                 if rng.uniform() < 0.12:
                     t += length  # a rest
                     continue
-                if abs(t - t0) < 1e-9 and rng.uniform() < 0.5:
-                    target = [i for i, p in enumerate(lead_pitches) if p % 12 == root_pc]
+                chord_pcs = {(root_pc + i) % 12 for i in TRIADS[quality]}
+                target = [i for i, p in enumerate(lead_pitches) if p % 12 in chord_pcs]
+                if abs(t - t0) < 1e-9 and target and rng.uniform() < 0.5:  # a chord tone on the downbeat
                     pos = min(target, key=lambda i: abs(i - pos))
                 else:
-                    pos = int(np.clip(pos + rng.choice([-3, -2, -1, -1, 1, 1, 2, 3]), 0, len(lead_pitches) - 1))
+                    pos = int(
+                        np.clip(pos + rng.choice([-3, -2, -1, -1, 1, 1, 2, 3]), 0, len(lead_pitches) - 1)
+                    )
                 v = int(base + 6 + rng.normal(0, 7))
-                notes.append(Note(t + float(rng.uniform(-jitter, jitter)), length * 0.95, lead_pitches[pos], v))
+                notes.append(
+                    Note(t + float(rng.uniform(-jitter, jitter)), length * 0.95, lead_pitches[pos], v)
+                )
                 t += length
     return notes
 
@@ -337,7 +356,10 @@ def _bass_part(song: Song, rng: np.random.Generator, dyn: np.ndarray) -> list[No
         base = dyn[bar] - 4
         t0 = 4.0 * bar
 
-        def add(slot: float, pitch: int, length: float, accent: int = 0) -> None:
+        def add(
+            slot: float, pitch: int, length: float, accent: int = 0, t0: float = t0, base: float = base
+        ) -> None:
+            """A note ``slot`` beats into the bar, timing and velocity humanised."""
             start = max(0.0, t0 + slot + float(rng.uniform(-jitter, jitter)))
             notes.append(Note(start, length, pitch, int(base + accent + rng.normal(0, 5))))
 
@@ -389,32 +411,36 @@ def _need(path: Path, package: str, what: str) -> None:
         raise DataError(f"{what} ({path}) is missing; install {package}: apt-get install {package}")
 
 
-def fluidsynth_version() -> str:
-    """``fluidsynth --version``'s first line; :class:`DataError` if fluidsynth is not installed."""
+def _fluidsynth() -> str:
     exe = shutil.which("fluidsynth")
     if exe is None:
         raise DataError("the fluidsynth command is missing; install fluidsynth: apt-get install fluidsynth")
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    return exe
+
+
+def fluidsynth_version() -> str:
+    """``fluidsynth --version``'s first line; :class:`DataError` if fluidsynth is not installed."""
+    out = subprocess.run([_fluidsynth(), "--version"], capture_output=True, text=True, check=False)
     return (out.stdout.strip().splitlines() or ["fluidsynth (unknown version)"])[0]
 
 
-def render_midi(midi: Path, out_rate: int, render_rate: int = 44100, soundfont: Path = SOUNDFONT) -> np.ndarray:
+def render_midi(
+    midi: Path, out_rate: int, render_rate: int = 44100, soundfont: Path = SOUNDFONT
+) -> np.ndarray:
     """``midi`` rendered by the fluidsynth CLI (reverb and chorus off, float), mono float32 at ``out_rate``.
 
     fluidsynth's file renderer has no randomness here (float output: no
     dither), so the result is the same on every run.
     """
     _need(soundfont, "fluid-soundfont-gm", "the FluidR3 GM sound font")
-    exe = shutil.which("fluidsynth")
-    if exe is None:
-        raise DataError("the fluidsynth command is missing; install fluidsynth: apt-get install fluidsynth")
     with tempfile.TemporaryDirectory(prefix="deepafx-fluid-") as tmp:
         wav = Path(tmp) / "out.wav"
-        cmd = [exe, "-n", "-i", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(render_rate),
-               "-O", "float", "-T", "wav", "-F", str(wav), str(soundfont), str(midi)]  # fmt: skip
+        flags = "-n -i -q -R 0 -C 0 -g 0.5 -O float -T wav".split()
+        cmd = [_fluidsynth(), *flags, "-r", str(render_rate), "-F", str(wav), str(soundfont), str(midi)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not wav.is_file():
-            raise DataError(f"fluidsynth failed on {midi} (exit {proc.returncode}): {proc.stderr.strip()[:300]}")
+            err = proc.stderr.strip()[:300]
+            raise DataError(f"fluidsynth failed on {midi} (exit {proc.returncode}): {err}")
         audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     mono = np.ascontiguousarray(audio.mean(axis=1)[np.newaxis, :])
     return resample(mono, int(rate), out_rate)
@@ -442,8 +468,13 @@ def _fade(x: np.ndarray, n: int) -> np.ndarray:
     return x
 
 
-def assemble(files: Sequence[Path], rate: int, rng: np.random.Generator | None, ring: tuple[float, float],
-             gap_s: float = 0.25) -> np.ndarray:  # fmt: skip
+def assemble(
+    files: Sequence[Path],
+    rate: int,
+    rng: np.random.Generator | None,
+    ring: tuple[float, float],
+    gap_s: float = 0.25,
+) -> np.ndarray:
     """The recordings in ``files`` (leading/trailing silence trimmed) one after another, mono at ``rate``.
 
     With ``rng``, each is cut after ``ring`` seconds drawn uniformly (a 15 ms
@@ -463,7 +494,7 @@ def assemble(files: Sequence[Path], rate: int, rng: np.random.Generator | None, 
 
 @dataclass(frozen=True)
 class CorpusItem:
-    """One file of the corpus: its track id, group, collection and what it is (the sidecar)."""
+    """One file of the corpus: its track id, group and collection, and what it is (its sidecar)."""
 
     track_id: str
     group: str
@@ -473,149 +504,166 @@ class CorpusItem:
 
 
 def _recorded_items(rng: np.random.Generator) -> list[tuple[CorpusItem, list[Path]]]:
-    """The recorded guitars: one item per strummed chord, one for sonic-pi, one for lmms."""
+    """The recorded guitars and their files: one item per strummed chord, one for sonic-pi, one for lmms.
+
+    The strums of a chord come in an order drawn from ``rng``.
+    """
     _need(STRUMS_DIR, "hydrogen-drumkits-effects", "hydrogen's guitar strums kit")
     _need(SONIC_PI_DIR / "guit_em9.flac", "sonic-pi-samples", "sonic-pi's guitar samples")
     _need(LMMS_DIR / LMMS_GUITARS[0], "lmms-common", "lmms's steel guitar sample")
-    out: list[tuple[CorpusItem, list[Path]]] = []
+
+    def item(track_id: str, package: str, kind: str) -> CorpusItem:
+        meta = {"instrument": "guitar", "origin": "recorded", "kind": kind}
+        return CorpusItem(track_id, track_id, "recorded", package, meta)
+
     chords: dict[str, list[Path]] = {}
     for p in sorted(STRUMS_DIR.glob("*.flac")):
         # "Amajor_DOWN_02.flac", "Dsharp minor7b5_DOWN_02wav.flac" → chord "amajor", "dsharp-minor7b5"
         chords.setdefault(slug(p.stem.split("_")[0]), []).append(p)
-    for chord, files in sorted(chords.items()):
-        order = [files[i] for i in rng.permutation(len(files))]
-        item = CorpusItem(f"rec-strums-{chord}", f"rec-strums-{chord}", "recorded", "hydrogen-drumkits-effects",
-                          {"instrument": "guitar", "origin": "recorded", "kind": f"strums of {chord}"})  # fmt: skip
-        out.append((item, order))
-    sonic = sorted(SONIC_PI_DIR.glob("guit_*.flac"))
-    out.append((CorpusItem("rec-sonic-pi-guitar", "rec-sonic-pi-guitar", "recorded", "sonic-pi-samples",
-                           {"instrument": "guitar", "origin": "recorded", "kind": "guitar phrases"}), sonic))  # fmt: skip
-    lmms = [LMMS_DIR / f for f in LMMS_GUITARS]
-    out.append((CorpusItem("rec-lmms-guitar", "rec-lmms-guitar", "recorded", "lmms-common",
-                           {"instrument": "guitar", "origin": "recorded", "kind": "steel and latin guitar"}), lmms))  # fmt: skip
+    out = [
+        (item(f"rec-strums-{chord}", "hydrogen-drumkits-effects", f"strums of {chord}"),
+         [files[i] for i in rng.permutation(len(files))])
+        for chord, files in sorted(chords.items())
+    ]  # fmt: skip
+    out.append(
+        (
+            item("rec-sonic-pi-guitar", "sonic-pi-samples", "guitar phrases"),
+            sorted(SONIC_PI_DIR.glob("guit_*.flac")),
+        )
+    )
+    out.append(
+        (
+            item("rec-lmms-guitar", "lmms-common", "steel and latin guitar"),
+            [LMMS_DIR / f for f in LMMS_GUITARS],
+        )
+    )
     return out
 
 
 def _corpus_key(recipe: CorpusRecipe) -> dict[str, Any]:
-    """Everything the corpus depends on; a cached corpus is reused only when this matches."""
+    """Everything the corpus depends on (JSON-ready); a cached corpus is reused only when this matches."""
     deps: list[list[Any]] = []
     if recipe.songs:
-        st = SOUNDFONT.stat() if SOUNDFONT.exists() else None
-        deps.append([str(SOUNDFONT), st.st_size if st else None, fluidsynth_version()])
+        size = SOUNDFONT.stat().st_size if SOUNDFONT.exists() else None
+        deps.append([str(SOUNDFONT), size, fluidsynth_version()])
     if recipe.recorded:
         files = sorted(STRUMS_DIR.glob("*.flac")) + sorted(SONIC_PI_DIR.glob("guit_*.flac"))
         files += [LMMS_DIR / f for f in LMMS_GUITARS]
         deps += [[str(f), f.stat().st_size] for f in files if f.exists()]
-    return {"version": CORPUS_VERSION, "rate": RATE, "recipe": asdict(recipe), "dependencies": deps}
+    key = {"version": CORPUS_VERSION, "rate": RATE, "recipe": asdict(recipe), "dependencies": deps}
+    return json.loads(json.dumps(key))
 
 
-def _write_item(audio_dir: Path, item: CorpusItem, audio: np.ndarray, rate: int) -> Path:
+def _write_item(audio_dir: Path, item: CorpusItem, audio: np.ndarray) -> dict[str, Any]:
+    """Store one corpus file (24-bit FLAC at −1 dBFS peak) and its sidecar; its ``corpus.json`` entry."""
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak <= 0.0:
-        raise DataError(f"{item.track_id}: the rendered/assembled audio is silent")
+        raise DataError(f"{item.track_id}: the rendered or assembled audio is silent")
     audio = audio * np.float32(10.0 ** (CORPUS_PEAK_DBFS / 20.0) / peak)
     path = audio_dir / f"{item.track_id}.flac"
     tmp = path.with_name(path.stem + ".tmp.flac")
-    sf.write(str(tmp), audio[0], rate, subtype="PCM_24")
+    sf.write(str(tmp), audio[0], RATE, subtype="PCM_24")
     os.replace(tmp, path)
-    meta = {**item.meta, "seconds": round(audio.shape[1] / rate, 3), "package": item.package}
+    meta = {**item.meta, "seconds": round(audio.shape[1] / RATE, 3), "package": item.package}
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
-    return path
+    return {"id": item.track_id, "group": item.group, "collection": item.collection,
+            "package": item.package, "path": f"audio/{path.name}"}  # fmt: skip
 
 
-def _song_job(args: tuple[Song, str, int, Path, Path, CorpusRecipe]) -> Path:
-    song, part, program, midi_dir, audio_dir, recipe = args
-    notes = song.guitar if part == "guitar" else song.bass
-    midi = midi_dir / f"midi-{song.name}-{part}.mid"
-    midi.write_bytes(midi_bytes(notes, program, song.bpm))
-    audio = render_midi(midi, RATE, recipe.render_rate)
-    names = {27: "Electric Guitar (clean)", 33: "Electric Bass (finger)", 34: "Electric Bass (pick)"}
-    meta = {"instrument": part, "origin": "midi", "program": program, "program_name": names.get(program, ""),
-            "soundfont": str(SOUNDFONT), "midi": midi.name, "notes": len(notes), **song.describe()}  # fmt: skip
-    item = CorpusItem(f"midi-{song.name}-{part}", f"midi-{song.name}", "midi", "fluid-soundfont-gm", meta)
-    return _write_item(audio_dir, item, audio, RATE)
+PROGRAM_NAMES = {27: "Electric Guitar (clean)", 33: "Electric Bass (finger)", 34: "Electric Bass (pick)"}
 
 
-def _recorded_job(args: tuple[CorpusItem, list[Path], Path, np.random.Generator | None, CorpusRecipe]) -> Path:
-    item, files, audio_dir, rng, recipe = args
-    audio = assemble(files, RATE, rng, recipe.strum_seconds)
-    meta = {**item.meta, "files": [str(f) for f in files]}
-    return _write_item(audio_dir, CorpusItem(item.track_id, item.group, item.collection, item.package, meta),
-                       audio, RATE)  # fmt: skip
+def _corpus_jobs(recipe: CorpusRecipe, midi_dir: Path) -> list[tuple[CorpusItem, Callable[[], np.ndarray]]]:
+    """Every corpus file as (item, a function making its audio); the MIDI files are written here.
+
+    The random draws happen here, in a fixed order (songs, then the strum
+    orders, then each strummed chord's own generator), so running the jobs in
+    any order or thread gives the same files.
+    """
+    if recipe.songs:
+        _need(SOUNDFONT, "fluid-soundfont-gm", "the FluidR3 GM sound font")
+    rng = np.random.default_rng(recipe.seed)
+    jobs: list[tuple[CorpusItem, Callable[[], np.ndarray]]] = []
+    for i in range(recipe.songs):
+        song = compose_song(i, recipe.song_seconds, rng)
+        for part, program, notes in (
+            ("guitar", GUITAR_PROGRAM, song.guitar),
+            ("bass", song.bass_program, song.bass),
+        ):
+            midi = midi_dir / f"midi-{song.name}-{part}.mid"
+            midi.write_bytes(midi_bytes(notes, program, song.bpm))
+            meta = {"instrument": part, "origin": "midi", "program": program,
+                    "program_name": PROGRAM_NAMES.get(program, ""), "soundfont": str(SOUNDFONT),
+                    "midi": midi.name, "notes": len(notes), **song.describe()}  # fmt: skip
+            item = CorpusItem(
+                f"midi-{song.name}-{part}", f"midi-{song.name}", "midi", "fluid-soundfont-gm", meta
+            )
+            jobs.append((item, partial(render_midi, midi, RATE, recipe.render_rate)))
+    if recipe.recorded:
+        for item, files in _recorded_items(rng):
+            strums = item.track_id.startswith("rec-strums-")
+            sub = np.random.default_rng([recipe.seed, len(jobs)]) if strums else None
+            item = replace(item, meta={**item.meta, "files": [str(f) for f in files]})
+            jobs.append((item, partial(assemble, files, RATE, sub, recipe.strum_seconds)))
+    return jobs
 
 
 def prepare_corpus(
-    corpus_dir: str | Path, recipe: CorpusRecipe = CorpusRecipe(), *, workers: int | None = None,
+    corpus_dir: str | Path,
+    recipe: CorpusRecipe = CorpusRecipe(),
+    *,
+    workers: int | None = None,
     force: bool = False,
-) -> list[Source]:  # fmt: skip
+) -> list[Source]:
     """Compose, render and assemble the input material into ``corpus_dir`` (or reuse it); its sources.
 
     Reused when ``corpus.json`` matches the recipe, the corpus version, the
     sound font and fluidsynth version and the recorded files' sizes — then
     nothing is rewritten (the data set's cache key includes the files' mtimes).
-    fluidsynth renders run ``workers`` at a time (default: all cores).
+    Files are made ``workers`` at a time in threads (default: all cores):
+    fluidsynth runs as a subprocess, soxr and libsndfile release the GIL.
     """
     corpus = Path(corpus_dir)
-    (corpus / "audio").mkdir(parents=True, exist_ok=True)
-    (corpus / "midi").mkdir(parents=True, exist_ok=True)
+    for sub in ("audio", "midi"):
+        (corpus / sub).mkdir(parents=True, exist_ok=True)
     key = _corpus_key(recipe)
+    index_path = corpus / "corpus.json"
     with _locked(corpus):
-        index_path = corpus / "corpus.json"
         index = None
         if index_path.is_file() and not force:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 index = json.loads(index_path.read_text())
-            except (OSError, ValueError):
-                index = None
         fresh = (
             index is not None
-            and index.get("key") == json.loads(json.dumps(key))
+            and index.get("key") == key
             and all((corpus / t["path"]).is_file() for t in index["tracks"])
         )
         if not fresh:
             t0 = time.monotonic()
-            index_path.unlink(missing_ok=True)
+            index_path.unlink(missing_ok=True)  # from here on the corpus is unfinished
             for old in (corpus / "audio").glob("*"):
                 old.unlink()
-            jobs: list[Any] = []
-            rng = np.random.default_rng(recipe.seed)
-            if recipe.songs:
-                fluidsynth_version()  # a clear error before any work
-                _need(SOUNDFONT, "fluid-soundfont-gm", "the FluidR3 GM sound font")
-            songs = [compose_song(i, recipe.song_seconds, rng) for i in range(recipe.songs)]
-            for song in songs:
-                for part, program in (("guitar", GUITAR_PROGRAM), ("bass", song.bass_program)):
-                    jobs.append((_song_job, (song, part, program, corpus / "midi", corpus / "audio", recipe)))
-            if recipe.recorded:
-                for item, files in _recorded_items(rng):
-                    strums = item.track_id.startswith("rec-strums-")
-                    sub = np.random.default_rng([recipe.seed, len(jobs)]) if strums else None
-                    jobs.append((_recorded_job, (item, files, corpus / "audio", sub, recipe)))
+            jobs = _corpus_jobs(recipe, corpus / "midi")
             n = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-            with ThreadPoolExecutor(n) as pool:  # fluidsynth runs as a subprocess; soxr/FLAC release the GIL
-                paths = list(pool.map(lambda j: j[0](j[1]), jobs))
-            tracks = []
-            for (fn, args), path in zip(jobs, paths):
-                item_id = path.stem
-                if fn is _song_job:
-                    song, part = args[0], args[1]
-                    tracks.append({"id": item_id, "group": f"midi-{song.name}", "collection": "midi",
-                                   "package": "fluid-soundfont-gm", "path": f"audio/{path.name}"})  # fmt: skip
-                else:
-                    item = args[0]
-                    tracks.append({"id": item_id, "group": item.group, "collection": item.collection,
-                                   "package": item.package, "path": f"audio/{path.name}"})  # fmt: skip
+            with ThreadPoolExecutor(n) as pool:
+                tracks = list(pool.map(lambda job: _write_item(corpus / "audio", job[0], job[1]()), jobs))
             index = {"key": key, "tracks": tracks, "seconds_to_build": round(time.monotonic() - t0, 1)}
             tmp = corpus / "corpus.json.tmp"
             tmp.write_text(json.dumps(index, indent=1) + "\n")
             os.replace(tmp, index_path)
             log.info("%s: prepared %d corpus files in %.0f s", TASK, len(tracks), time.monotonic() - t0)
-    return [Source(corpus / t["path"], t["id"], t["group"], t["collection"], t["package"]) for t in index["tracks"]]
+    return [
+        Source(corpus / t["path"], t["id"], t["group"], t["collection"], t["package"])
+        for t in index["tracks"]
+    ]
 
 
 def distortion_sources(
-    cache_dir: str | Path | None = None, recipe: CorpusRecipe = CorpusRecipe(), *, workers: int | None = None,
-) -> list[Source]:  # fmt: skip
+    cache_dir: str | Path | None = None,
+    recipe: CorpusRecipe = CorpusRecipe(),
+    *,
+    workers: int | None = None,
+) -> list[Source]:
     """The task's sources: the corpus in ``<cache>/corpus`` (prepared on first use, then reused).
 
     :class:`DataError` with the ``apt-get install`` line when a package is missing.
@@ -645,7 +693,11 @@ def _reference_chain(spec: dict[str, Any]) -> Any:
         try:
             chain = Chain(ChainSpec.from_dict(spec, where=f"chain {spec.get('name')!r}"))
         except DeepAFxError as exc:
-            hint = " (install guitarix-lv2: apt-get install guitarix-lv2)" if "guitarix" in json.dumps(spec) else ""
+            hint = (
+                " (install guitarix-lv2: apt-get install guitarix-lv2)"
+                if "guitarix" in json.dumps(spec)
+                else ""
+            )
             raise DataError(f"cannot load the reference chain: {exc}{hint}") from None
         _CHAIN_CACHE[key] = chain
     return chain
@@ -679,21 +731,22 @@ def make_pair(
     if not math.isfinite(l_src):
         raise DataError(f"{source.path} is too short or too quiet to measure its loudness")
     lo, hi = options["loudness_lufs"]
-    drawn = float(rng.uniform(lo, hi))
-    gain_db = drawn - l_src
-    peak = float(np.max(np.abs(x)))
-    peak_limited = _dbfs(peak) + gain_db > options["peak_ceiling_dbfs"]
-    if peak_limited:
-        gain_db = options["peak_ceiling_dbfs"] - _dbfs(peak)
+    u = float(rng.uniform())
+    # the loudest level that keeps the peaks under the ceiling; the draw stays within [lo, that]
+    peak_db = _dbfs(float(np.max(np.abs(x))))
+    ceiling = options["peak_ceiling_dbfs"] - peak_db + l_src
+    upper = min(hi, max(lo, ceiling))
+    level = min(lo + u * (upper - lo), ceiling)  # below lo only when even lo would clip
+    gain_db = level - l_src
     x = (x * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32)
     y, latency = render_target(x, rate, options["reference_chain"])
     record.update(meta)
     record.update(
         {
-            "loudness_drawn_lufs": round(drawn, 3),
-            "input_lufs": round(l_src + gain_db, 3),
+            "level_u": round(u, 6),
+            "loudness_upper_lufs": round(upper, 3),
+            "input_lufs": round(level, 3),
             "gain_db": round(gain_db, 3),
-            "peak_limited": peak_limited,
             "input_peak_dbfs": round(_dbfs(float(np.max(np.abs(x)))), 3),
             "target_lufs": round(loudness(y, rate), 3),
             "target_peak_dbfs": round(_dbfs(float(np.max(np.abs(y)))), 3),
@@ -723,7 +776,7 @@ def build_distortion(
     """
     if sources is None:
         sources = distortion_sources(cache_dir, corpus, workers=workers)
-    options = {**asdict(levels), "reference_chain": reference_chain_spec()}
+    options = {"version": RECIPE_VERSION, **asdict(levels), "reference_chain": reference_chain_spec()}
     return build_task(
         TASK,
         cache_dir,
@@ -750,8 +803,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        cache = build_distortion(args.cache, args.seed, force=args.force, workers=args.workers,
-                                 progress=not args.quiet)  # fmt: skip
+        cache = build_distortion(
+            args.cache, args.seed, force=args.force, workers=args.workers, progress=not args.quiet
+        )
         print(summary(cache))
     except DeepAFxError as exc:
         print(f"distortion_data.py: error: {exc}", file=sys.stderr)

@@ -492,14 +492,18 @@ def main(argv: list[str] | None = None) -> int:
         "--checkpoint", type=Path, help="trained encoder, a .keras file (default: runs/TASK/encoder.keras)"
     )
     parser.add_argument("--out", type=Path, help="bundle folder (default: exported_models/TASK)")
-    parser.add_argument("--chain", help="chain name or file (default: the task's name)")
     parser.add_argument(
-        "--sample-rate", type=int, default=DEFAULT_SAMPLE_RATE, help="the encoder's rate (default 22050)"
+        "--chain", help="chain name or file (default: the run's config.toml beside the checkpoint, else TASK)"
     )
     parser.add_argument(
-        "--hop", type=int, default=DEFAULT_HOP, help="samples between predictions at the encoder's rate"
+        "--sample-rate", type=int, help="the encoder's rate (default: the run's config, else 22050)"
     )
-    parser.add_argument("--metrics", type=Path, help="JSON object of test metrics (from evaluate.py)")
+    parser.add_argument(
+        "--hop", type=int, help="samples between predictions at the encoder's rate (default: the run's)"
+    )
+    parser.add_argument(
+        "--metrics", type=Path, help="JSON test metrics (default: the run's eval/metrics.json, if any)"
+    )
     parser.add_argument("--model-card", type=Path, help="markdown: data, training time, metrics, limitations")
     args = parser.parse_args(argv)
 
@@ -513,6 +517,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    # what the run recorded beside its checkpoint: its recipe and its evaluation
+    run_cfg: dict = {}
+    if (checkpoint.parent / "config.toml").is_file():
+        import tomllib
+
+        run_cfg = tomllib.loads((checkpoint.parent / "config.toml").read_text(encoding="utf-8"))
+    rates = run_cfg.get("rates", {})
+    chain_name = args.chain or run_cfg.get("chain", {}).get("name") or args.task
+    sample_rate = args.sample_rate or int(rates.get("encoder_rate", DEFAULT_SAMPLE_RATE))
+    hop = args.hop or int(rates.get("hop", DEFAULT_HOP))
+    if args.metrics is None and (checkpoint.parent / "eval" / "metrics.json").is_file():
+        args.metrics = checkpoint.parent / "eval" / "metrics.json"
+        print(f"export.py: test metrics from {args.metrics}")
     for flag, path in (("--metrics", args.metrics), ("--model-card", args.model_card)):
         if path is not None and not path.is_file():
             print(f"export.py: error: {flag} file {path} does not exist", file=sys.stderr)
@@ -520,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        spec = ChainSpec.load(args.chain or args.task)
+        spec = ChainSpec.load(chain_name)
         metrics = json.loads(args.metrics.read_text(encoding="utf-8")) if args.metrics else None
         if metrics is not None and not isinstance(metrics, dict):
             raise ExportError(f"{args.metrics}: expected a JSON object of metrics")
@@ -531,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
             spec,
             out,
             task=args.task,
-            sample_rate=args.sample_rate,
+            sample_rate=sample_rate,
             window=int(model.input_shape[-1]),
-            hop=args.hop,
+            hop=hop,
             metrics=metrics,
             model_card=card,
         )
