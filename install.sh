@@ -14,7 +14,7 @@ APT_PACKAGES=(
   warzone2100-music fretsonfire-songs-muldjord fretsonfire-songs-sectoid  # mastered music (data sets)
   guitarix-lv2 fluidsynth fluid-soundfont-gm                 # distortion: reference preamp, clean guitar/bass
   sonic-pi-samples hydrogen-drumkits-effects lmms-common     # distortion: recorded guitar samples
-  tuxpaint-stamps-default                                    # nonspeech: human-read English clips
+  tuxpaint-stamps-default                                    # nonspeech: human-read clips (many languages)
   python3 python3-venv                     # the interpreter, when the system has none
 )
 

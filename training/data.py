@@ -61,6 +61,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import math
@@ -790,9 +791,23 @@ def build_mastering(
     )
 
 
-# Tasks `python training/data.py TASK` can build. Issue 7 adds "distortion" and "nonspeech" here:
+def _lazy_builder(module: str, name: str) -> Callable[..., Path]:
+    """A builder from a module that imports this one: imported when called, not at import time."""
+
+    def build(*args: Any, **kwargs: Any) -> Path:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
+# Tasks `python training/data.py TASK` can build:
 # build_<task>(cache_dir, seed, *, force, workers, progress) -> Path, each a thin wrapper of build_task.
-BUILDERS: dict[str, Callable[..., Path]] = {"mastering": build_mastering}
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "mastering": build_mastering,
+    "nonspeech": _lazy_builder("training.nonspeech_data", "build_nonspeech"),
+    "distortion": _lazy_builder("training.distortion_data", "build_distortion"),
+}
 
 
 # --- reading a built data set -----------------------------------------------------------

@@ -91,9 +91,16 @@ def task_extra_metrics(task: str):
     is the excerpt's first sample in the track — and returns ``{name: value}``.
     """
     if task == "nonspeech":
-        from training.nonspeech_metrics import excerpt_metrics
+        from training.nonspeech_metrics import crop_record, nonspeech_scores
 
-        return excerpt_metrics
+        keys = ("speech_mrstft", "event_attenuation_db", "event_attenuation_ideal_db")
+
+        def scores(output, x, y, track, start: int, rate: int) -> dict[str, float]:
+            record = crop_record(track.meta, start, start + x.shape[1])
+            s = nonspeech_scores(output, x, y, record, rate)
+            return {k: float(s[k]) for k in keys}
+
+        return scores
     return None
 
 
