@@ -34,12 +34,14 @@ in ``<cache>/corpus/`` as 24-bit FLAC (each file peak-normalised to −1 dBFS,
 with a ``.json`` sidecar saying what it is). The build's seed draws the splits
 and each track's input level.
 
-**Level** — each input track is set to a loudness drawn uniformly from
-:attr:`DistortionLevels.loudness_lufs` (BS.1770; −27 … −19 LUFS by default, a
-typical DI level and a moderate range: the preamp's saturation grows with the
-level, so the range is what the model must follow), lowered further if needed
-to keep its peaks under −1 dBFS. The record keeps the drawn and the realised
-level, the gain and the peaks.
+**Level** — each input track is set to a loudness (BS.1770) drawn uniformly
+from :attr:`DistortionLevels.loudness_lufs` (−27 … −19 LUFS by default: a
+typical DI level, and a moderate range — the preamp's saturation grows with the
+level, so the range is what the model must follow), with the top of the range
+lowered to the loudest level that keeps the track's peaks under −1 dBFS
+(recorded strums have crest factors that cap them near −22 … −28 LUFS); a
+track that would clip even at the bottom gets that loudest level. The record
+keeps the draw, the realised loudness, the gain and the peaks.
 
 **Target** — the input rendered through the reference chain
 ``chains/distortion-reference.toml`` (guitarix's Studio Preamp, a tube preamp

@@ -22,7 +22,7 @@ cross-correlation of the mono mixes is found per example (FFT, within ±(chain
 latency + margin) samples; no gradient flows through the choice), the output
 shifted by it, and ``max_lag`` samples dropped from both ends so no
 wrapped-around audio is scored. Then
-``Σ_fft [spectral convergence + mean |log |Y| − log |T||] + l1_weight · mean |y − t|``.
+``Σ_fft [spectral convergence + log_weight · mean |log |Y| − log |T||] + l1_weight · mean |y − t|``.
 
 **Schedule** (``training/configs/<task>.toml``):
 
@@ -237,10 +237,18 @@ class AlignedSpectralLoss(keras.losses.Loss):
     traced_in_graph = False
 
     def __init__(
-        self, max_lag: int, fft_sizes: Sequence[int] = (4096, 1024, 256), l1_weight: float = 10.0, **kw
+        self,
+        max_lag: int,
+        fft_sizes: Sequence[int] = (4096, 1024, 256),
+        l1_weight: float = 10.0,
+        log_weight: float = 1.0,
+        **kw,
     ) -> None:
         super().__init__(name=kw.pop("name", "aligned_spectral"), **kw)
         self.max_lag, self.fft_sizes, self.l1_weight = int(max_lag), tuple(fft_sizes), float(l1_weight)
+        # the log-magnitude term weighs quiet bins like loud ones; < 1 lets a task care about the loud
+        # parts (nonspeech: gating the room floor around a breath costs it as much as harming speech)
+        self.log_weight = float(log_weight)
 
     def call(self, y_true, y_pred):
         import tensorflow as tf
@@ -258,7 +266,7 @@ class AlignedSpectralLoss(keras.losses.Loss):
             st, sp = _magnitude(tc, n), _magnitude(pc, n)
             sc = tf.norm(st - sp) / (tf.norm(st) + 1e-7)
             lm = tf.reduce_mean(tf.abs(tf.math.log(st + 1e-5) - tf.math.log(sp + 1e-5)))
-            total += sc + lm
+            total += sc + self.log_weight * lm
         l1 = tf.reduce_mean(tf.abs(t - p))
         # one value per batch (Keras averages per-example values; this loss is batch-level)
         return tf.fill((tf.shape(y_true)[0],), total + self.l1_weight * l1)
@@ -269,6 +277,7 @@ class AlignedSpectralLoss(keras.losses.Loss):
             "max_lag": self.max_lag,
             "fft_sizes": list(self.fft_sizes),
             "l1_weight": self.l1_weight,
+            "log_weight": self.log_weight,
         }
 
 
@@ -718,7 +727,12 @@ def train(
                 name=f"chain_{index}",
             )
             model = build_training_model(encoder, layer, cfg, names, defaults)
-            loss = AlignedSpectralLoss(max_lag, cfg["loss"]["fft_sizes"], float(cfg["loss"]["l1_weight"]))
+            loss = AlignedSpectralLoss(
+                max_lag,
+                cfg["loss"]["fft_sizes"],
+                float(cfg["loss"]["l1_weight"]),
+                float(cfg["loss"].get("log_weight", 1.0)),
+            )
             model.compile(optimizer=optimizer, loss=loss, jit_compile=False, run_eagerly=False)
             if resume and not optimizer_restored:
                 optimizer_restored = restore_optimizer(
