@@ -66,9 +66,12 @@ def cmd_chains(args: argparse.Namespace) -> int:
     if args.name:
         print(Chain.load(args.name).describe())
         return 0
-    for name in available_chains():
+    names = available_chains()
+    width = max((len(n) for n in names), default=0)
+    for name in names:
         chain = Chain.load(name)
-        print(f"{name:<14} {chain.channels} ch, {chain.n_params:>2} predicted  {chain.spec.description}")
+        counts = f"{chain.channels} ch, {chain.n_params:>2} predicted"
+        print(f"{name:<{width}}  {counts}  {chain.spec.description}")
     return 0
 
 
