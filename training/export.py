@@ -62,6 +62,8 @@ log = logging.getLogger("training.export")
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+PARITY_FILE = "parity.npz"  # TensorFlow's outputs on probe_signals(window, rate, PARITY_SEED)
+PARITY_SEED = 0
 INPUT_NAME = "audio"
 OUTPUT_NAME = "params"
 MODEL_FILE = "encoder.onnx"
@@ -223,6 +225,7 @@ def check_parity(model, path: Path, signals: np.ndarray, tolerance: float = PARI
         "single_max_abs_diff": diff_single,
         "output_spread": float(np.max(np.ptp(expected, axis=0))),
         "signals": len(signals),
+        "expected": expected.astype(np.float32),  # TensorFlow's outputs, kept in the bundle
     }
 
 
@@ -327,7 +330,10 @@ def _model_card(
     lines.append(
         f"- Parity: max |TensorFlow − onnxruntime| = {parity['max_abs_diff']:.2g} on the parameters "
         f"over {parity['signals']} generated signals (batch and one at a time; tolerance "
-        f"{PARITY_TOLERANCE:g}); output spread over them {parity['output_spread']:.3g}."
+        f"{PARITY_TOLERANCE:g}); output spread over them {parity['output_spread']:.3g}. "
+        f"`{PARITY_FILE}` keeps TensorFlow's outputs on them (`training.export.probe_signals`, seed "
+        f"{PARITY_SEED}), so the shipped ONNX file is re-checked without TensorFlow "
+        "(`tests/test_shipped_bundles.py`)."
     )
     lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     return head + "\n".join(lines) + "\n"
@@ -393,7 +399,10 @@ def export_bundle(
     try:
         onnx_path = staging / MODEL_FILE
         convert(model, window, onnx_path)
-        parity = check_parity(model, onnx_path, probe_signals(window, sample_rate))
+        parity = check_parity(model, onnx_path, probe_signals(window, sample_rate, PARITY_SEED))
+        # TensorFlow's answers to the probe signals travel with the bundle, so the shipped ONNX
+        # file can be checked against them later without TensorFlow or the checkpoint
+        np.savez(staging / PARITY_FILE, tensorflow=parity.pop("expected"), seed=PARITY_SEED)
         if parity["output_spread"] < FLAT_OUTPUT_SPREAD:
             log.warning(
                 "the encoder's outputs do not change with its input (untrained?): parity proves little"
@@ -409,6 +418,12 @@ def export_bundle(
             "input_channels": 1,
             "parameters": names,
             "chain": chain_spec.to_dict(),
+        }
+        manifest["parity"] = {
+            "file": PARITY_FILE,
+            "probe_seed": PARITY_SEED,
+            "tolerance": PARITY_TOLERANCE,
+            "max_abs_diff": parity["max_abs_diff"],
         }
         if metrics:
             manifest["metrics"] = toml_safe(dict(metrics))
