@@ -140,9 +140,10 @@ def exported(request, tmp_path_factory):
     return model, spec, path
 
 
-def test_export_writes_the_three_files(exported):
+def test_export_writes_the_four_files(exported):
     _, _, path = exported
-    assert sorted(p.name for p in path.iterdir()) == ["MODEL_CARD.md", "encoder.onnx", "manifest.toml"]
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["MODEL_CARD.md", "encoder.onnx", "manifest.toml", "parity.npz"]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
