@@ -1,6 +1,6 @@
 """The data set of the ``distortion`` task: clean guitar and bass in, a tube preamp's output as target.
 
-    python training/distortion_data.py [--cache DIR] [--seed N] [--force] [--workers N]
+    python training/data.py distortion [--cache DIR] [--seed N] [--force] [--workers N]
 
 After DeepAFx (ICASSP 2021), where a multiband compressor learns to imitate a
 tube amplifier. Nothing is downloaded; every source is a Debian package that
@@ -62,7 +62,6 @@ package, source files, levels).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -97,7 +96,6 @@ from training.data import (  # noqa: E402
     read_source,
     resolve_cache_dir,
     slug,
-    summary,
 )
 from training.metrics import loudness  # noqa: E402
 
@@ -792,31 +790,3 @@ def build_distortion(
         workers=workers,
         progress=progress,
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python training/distortion_data.py [--cache DIR] [--seed N] [--force] [--workers N] [--quiet]``."""
-    parser = argparse.ArgumentParser(prog="distortion_data.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cache", metavar="DIR", help="cache folder (default: $DEEPAFX_DATA/distortion …)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the splits and levels (default 0)")
-    parser.add_argument("--force", action="store_true", help="rebuild the tracks even if the cache matches")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        cache = build_distortion(
-            args.cache, args.seed, force=args.force, workers=args.workers, progress=not args.quiet
-        )
-        print(summary(cache))
-    except DeepAFxError as exc:
-        print(f"distortion_data.py: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    # run the importable module's main, so worker processes unpickle training.distortion_data.*
-    from training.distortion_data import main as _main
-
-    sys.exit(_main())
