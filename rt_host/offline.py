@@ -61,7 +61,7 @@ def predict_automation(
     predictions = np.empty((len(ends), chain.n_params), dtype=np.float64)
     inference_ms = np.empty(len(ends))
     for k, end in enumerate(ends):
-        window = np.ascontiguousarray(view[bundle.window + end - bundle.window : bundle.window + end])
+        window = np.ascontiguousarray(view[end : end + bundle.window])  # ends at `end` (view is padded)
         t0 = time.perf_counter()
         u = bundle.predict(session, window)
         inference_ms[k] = (time.perf_counter() - t0) * 1e3

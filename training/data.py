@@ -225,9 +225,14 @@ def source_seconds(sources: Sequence[Source]) -> dict[str, float]:
     return seconds
 
 
-def split_sources(sources: Sequence[Source], seed: int) -> dict[str, str]:
-    """``{track_id: split}``: the split every source lands in for ``seed`` (by group, per collection)."""
-    seconds = source_seconds(sources)
+def split_sources(
+    sources: Sequence[Source], seed: int, seconds: dict[str, float] | None = None
+) -> dict[str, str]:
+    """``{track_id: split}``: the split every source lands in for ``seed`` (by group, per collection).
+
+    ``seconds`` (:func:`source_seconds`) when the caller has it already; read from the files if not.
+    """
+    seconds = source_seconds(sources) if seconds is None else seconds
     group_info: dict[str, tuple[str, float]] = {}
     for s in sources:
         coll, sec = group_info.get(s.group, (s.collection, 0.0))
@@ -714,7 +719,7 @@ def build_task(
             old.unlink()
 
         seconds = source_seconds(sources)
-        split_of_track = split_sources(sources, seed)
+        split_of_track = split_sources(sources, seed, seconds)
 
         t0 = time.monotonic()
         jobs = [_Job(make_pair, s, seed, rate, channels, options, cache / "tracks") for s in sources]

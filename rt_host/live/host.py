@@ -483,11 +483,10 @@ def _restore_signal_handlers(handlers) -> None:
 def _check_output(path: Path, play: Path | None) -> None:
     if play is not None and path.resolve() == Path(play).resolve():
         raise DeepAFxError(f"refusing to overwrite the played file {path}")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise DeepAFxError(f"cannot write {path}: folder {parent} does not exist")
     if path.suffix.lower() in (".wav", ".flac", ".ogg", ".aiff"):
-        audio_io.check_writable(path, inputs=(play,) if play else ())
+        audio_io.check_writable(path)
+    else:  # the parameter log, the plot
+        audio_io.check_output_path(path)
 
 
 class _Recorder:
