@@ -109,6 +109,29 @@ def test_the_anchor_adds_the_held_ports_distance_from_their_defaults_to_the_loss
     assert float(anchor.losses[0]) == pytest.approx(expected, rel=1e-5)
 
 
+
+def test_the_event_term_scores_what_is_left_of_the_events_and_nothing_else():
+    """Target: a floor; input: the floor plus a burst 20 dB above it in one stretch. The output that
+    keeps the burst scores ≈ ln(100) on the burst's frames; the target itself and a gated output
+    score 0 (the term only counts frames louder than the target, where the input had an event)."""
+    rng = np.random.default_rng(0)
+    n = 8192
+    floor = 0.001 * rng.standard_normal((1, n, 1)).astype(np.float32)
+    burst = np.zeros_like(floor)
+    burst[:, 3000:5000] = 0.01 * rng.standard_normal((1, 2000, 1))
+    x = floor + burst
+    residual = x - floor
+    left = float(T.event_excess(floor, x, residual, 512))
+    assert left == pytest.approx(math.log(101.0), rel=0.2)
+    assert float(T.event_excess(floor, floor, residual, 512)) == 0.0
+    assert float(T.event_excess(floor, 0.05 * x, residual, 512)) == 0.0  # gated below the target
+    quiet = float(T.event_excess(floor, floor + 0.1 * burst, residual, 512))
+    assert 0 < quiet < left  # a burst 20 dB down leaves less
+
+    loss = T.AlignedSpectralLoss(0, (256,), 0.0, 0.0, event_weight=1.0, event_frame=512)
+    packed = np.concatenate([floor, residual], axis=-1)  # y_true: target channels, then the residual
+    assert float(loss(packed, x)) > float(loss(packed, floor)) + 0.9 * left
+
 # --- the real run ------------------------------------------------------------------------------
 def test_the_tiny_run_trains_in_graph_mode_with_finite_losses_and_writes_its_files(run):
     state = json.loads((run / "state.json").read_text())

@@ -22,7 +22,14 @@ cross-correlation of the mono mixes is found per example (FFT, within ±(chain
 latency + margin) samples; no gradient flows through the choice), the output
 shifted by it, and ``max_lag`` samples dropped from both ends so no
 wrapped-around audio is scored. Then
-``Σ_fft [spectral convergence + log_weight · mean |log |Y| − log |T||] + l1_weight · mean |y − t|``.
+``Σ_fft [spectral convergence + log_weight · mean |log |Y| − log |T||] + l1_weight · mean |y − t|``,
+plus, with ``event_weight`` > 0, the *event term*: on the frames where the
+input holds more than the target (the residual ``input − target`` is louder
+than the target there: nonspeech's breaths and clicks), how much louder the
+output is than the target, ``mean max(0, ln E_out − ln E_target)`` over those
+frames (1 ≈ 4.3 dB left over). The spectral terms weigh a quiet breath in a
+pause next to nothing, and gating the room floor around it a lot: without this
+term the nonspeech model learned not to gate at all.
 
 **Schedule** (``training/configs/<task>.toml``):
 
@@ -205,7 +212,18 @@ class WindowBatches(keras.utils.PyDataset):
         e = encoder_view(x[:, :, r["preroll"] :], r["chain_rate"], r["encoder_rate"], r["encoder_window"])
         if self.targets == "defaults":
             return e, np.tile(self.defaults, (batch, 1)).astype(np.float32)
+        y = with_residual(x, y, self.cfg)
         return (np.ascontiguousarray(x.transpose(0, 2, 1)), e), np.ascontiguousarray(y.transpose(0, 2, 1))
+
+
+def with_residual(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> np.ndarray:
+    """The target ``(B, C, N)``, plus — when ``[loss] event_weight`` > 0 — the residual
+    ``input − target`` as C more channels, which :class:`AlignedSpectralLoss` reads to find the
+    frames where the input holds something the target does not (nonspeech: the events)."""
+    if float(cfg["loss"].get("event_weight", 0.0)) <= 0:
+        return y
+    n = y.shape[-1]
+    return np.concatenate([y, x[..., x.shape[-1] - n :] - y], axis=1).astype(np.float32)
 
 
 def validation_set(tracks: list, cfg: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
@@ -219,7 +237,7 @@ def validation_set(tracks: list, cfg: dict[str, Any]) -> tuple[tuple[np.ndarray,
     n = min(int(cfg["train"]["val_windows"]), len(grid))
     picks = [grid[int(i)] for i in np.linspace(0, len(grid) - 1, n).round()]
     x = np.stack([w.input for w in picks])
-    y = np.stack([w.target for w in picks])
+    y = with_residual(x, np.stack([w.target for w in picks]), cfg)
     e = encoder_view(x[:, :, r["preroll"] :], r["chain_rate"], r["encoder_rate"], r["encoder_window"])
     return (np.ascontiguousarray(x.transpose(0, 2, 1)), e), np.ascontiguousarray(y.transpose(0, 2, 1))
 
@@ -242,9 +260,13 @@ class AlignedSpectralLoss(keras.losses.Loss):
         fft_sizes: Sequence[int] = (4096, 1024, 256),
         l1_weight: float = 10.0,
         log_weight: float = 1.0,
+        event_weight: float = 0.0,
+        event_frame: int = 1024,
         **kw,
     ) -> None:
         super().__init__(name=kw.pop("name", "aligned_spectral"), **kw)
+        # with event_weight > 0, y_true holds the target's C channels, then the residual's C
+        self.event_weight, self.event_frame = float(event_weight), int(event_frame)
         self.max_lag, self.fft_sizes, self.l1_weight = int(max_lag), tuple(fft_sizes), float(l1_weight)
         # the log-magnitude term weighs quiet bins like loud ones; < 1 lets a task care about the loud
         # parts (nonspeech: gating the room floor around a breath costs it as much as harming speech)
@@ -257,6 +279,10 @@ class AlignedSpectralLoss(keras.losses.Loss):
             AlignedSpectralLoss.traced_in_graph = True
         y_true = tf.cast(y_true, tf.float32)
         y_pred = tf.cast(y_pred, tf.float32)
+        channels = y_pred.shape[-1]
+        residual = None
+        if self.event_weight > 0:
+            y_true, residual = y_true[..., :channels], y_true[..., channels:]
         t, p = align(y_true, y_pred, self.max_lag)
         # spectral terms on every channel: (B, T, C) → (B·C, T)
         tc = tf.reshape(tf.transpose(t, (0, 2, 1)), (-1, t.shape[1]))
@@ -268,8 +294,13 @@ class AlignedSpectralLoss(keras.losses.Loss):
             lm = tf.reduce_mean(tf.abs(tf.math.log(st + 1e-5) - tf.math.log(sp + 1e-5)))
             total += sc + self.log_weight * lm
         l1 = tf.reduce_mean(tf.abs(t - p))
+        total += self.l1_weight * l1
+        if residual is not None:
+            lag = self.max_lag
+            r = residual[:, lag : residual.shape[1] - lag] if lag > 0 else residual
+            total += self.event_weight * event_excess(t, p, r, self.event_frame)
         # one value per batch (Keras averages per-example values; this loss is batch-level)
-        return tf.fill((tf.shape(y_true)[0],), total + self.l1_weight * l1)
+        return tf.fill((tf.shape(y_true)[0],), total)
 
     def get_config(self) -> dict:
         return {
@@ -278,7 +309,25 @@ class AlignedSpectralLoss(keras.losses.Loss):
             "fft_sizes": list(self.fft_sizes),
             "l1_weight": self.l1_weight,
             "log_weight": self.log_weight,
+            "event_weight": self.event_weight,
+            "event_frame": self.event_frame,
         }
+
+
+def event_excess(t, p, r, frame: int):
+    """``mean max(0, ln E_p − ln E_t)`` over the frames where the residual ``r`` is louder than the
+    target ``t`` (all ``(B, N, C)``, aligned; frames of ``frame`` samples, hop ``frame // 2``); 0 when
+    no frame qualifies. Energies get a floor of 1e-10 (−100 dBFS) so silence does not dominate."""
+    import tensorflow as tf
+
+    def energy(x):
+        frames = tf.signal.frame(tf.transpose(x, (0, 2, 1)), frame, frame // 2)  # (B, C, F, frame)
+        return tf.reduce_mean(tf.square(frames), axis=-1) + 1e-10
+
+    et, ep, er = energy(t), energy(p), energy(r)
+    mask = tf.cast(er > et, tf.float32)
+    excess = tf.nn.relu(tf.math.log(ep) - tf.math.log(et))
+    return tf.math.divide_no_nan(tf.reduce_sum(mask * excess), tf.reduce_sum(mask))
 
 
 def _magnitude(x, n_fft: int):
@@ -732,6 +781,8 @@ def train(
                 cfg["loss"]["fft_sizes"],
                 float(cfg["loss"]["l1_weight"]),
                 float(cfg["loss"].get("log_weight", 1.0)),
+                float(cfg["loss"].get("event_weight", 0.0)),
+                int(cfg["loss"].get("event_frame", 1024)),
             )
             model.compile(optimizer=optimizer, loss=loss, jit_compile=False, run_eagerly=False)
             if resume and not optimizer_restored:
