@@ -109,7 +109,6 @@ def test_the_anchor_adds_the_held_ports_distance_from_their_defaults_to_the_loss
     assert float(anchor.losses[0]) == pytest.approx(expected, rel=1e-5)
 
 
-
 def test_the_event_term_scores_what_is_left_of_the_events_and_nothing_else():
     """Target: a floor; input: the floor plus a burst 20 dB above it in one stretch. The output that
     keeps the burst scores ≈ ln(100) on the burst's frames; the target itself and a gated output
@@ -131,6 +130,7 @@ def test_the_event_term_scores_what_is_left_of_the_events_and_nothing_else():
     loss = T.AlignedSpectralLoss(0, (256,), 0.0, 0.0, event_weight=1.0, event_frame=512)
     packed = np.concatenate([floor, residual], axis=-1)  # y_true: target channels, then the residual
     assert float(loss(packed, x)) > float(loss(packed, floor)) + 0.9 * left
+
 
 # --- the real run ------------------------------------------------------------------------------
 def test_the_tiny_run_trains_in_graph_mode_with_finite_losses_and_writes_its_files(run):
