@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -298,7 +299,14 @@ def bench_bundle(path: Path) -> tuple[Path, str]:
     return path, f"exported_models/mastering, hop {BENCH_HOP}"
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run(blocks: list[int], seconds: float, json_path: Path | None) -> dict:
+    # SIGTERM's default ends Python without running ``finally``: the server, the player, jalv and our
+    # client would outlive the benchmark and disturb the next run. As SystemExit, they are stopped.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     results = {"rate": RATE, "seconds": seconds, "baseline": "idle server + player; jalv ×3", "blocks": {}}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

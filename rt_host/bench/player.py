@@ -2,7 +2,8 @@
 
     python -m rt_host.bench.player FILE [--name player]
 
-Runs until SIGTERM/SIGINT. Ports: ``NAME:out_1``, ``NAME:out_2``.
+Runs until SIGTERM/SIGINT, or until its JACK server goes away (so a killed
+benchmark leaves no player behind). Ports: ``NAME:out_1``, ``NAME:out_2``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     client.set_process_callback(process)
     done = threading.Event()
+    client.set_shutdown_callback(lambda *_: done.set())  # the server died: nothing left to play to
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     gc.collect()
