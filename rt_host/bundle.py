@@ -17,6 +17,8 @@ A bundle is a folder (``exported_models/<task>/``) holding::
     input_channels = 1       # the encoder hears the mean of the chain's channels
     parameters = [...]       # predicted parameter names, in output order
     [chain]                  # the whole chain file: stages, fixed values, ranges
+    [held]                   # optional: parameter = normalized value the model was trained
+                             # with and is always played at, whatever the encoder says
     [metrics]                # optional: test metrics
     [versions]               # optional: library versions that made it
 
@@ -65,6 +67,7 @@ class Bundle:
     input_name: str = ""
     output_name: str = ""
     metrics: dict = field(default_factory=dict)
+    held: dict[str, float] = field(default_factory=dict)
 
     def session(self, threads: int = 1):
         """A new onnxruntime session for the encoder (CPU, ``threads`` intra-op threads)."""
@@ -79,7 +82,18 @@ class Bundle:
     def predict(self, session, window: np.ndarray) -> np.ndarray:
         """Normalized parameters for one mono window ``(window,)`` at the model rate."""
         out = session.run([self.output_name], {self.input_name: window[np.newaxis, :]})[0]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return self.hold(np.asarray(out, dtype=np.float32).reshape(-1))
+
+    def hold(self, u: np.ndarray) -> np.ndarray:
+        """``u`` (``(..., n_params)``, changed in place) with the ``[held]`` parameters at their values.
+
+        A training recipe can hold ports fixed (``[chain] fixed``); the encoder
+        still outputs them, near but not at those values. The host plays what
+        the model was trained and evaluated with.
+        """
+        for name, value in self.held.items():
+            u[..., self.parameters.index(name)] = value
+        return u
 
 
 def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
@@ -120,6 +134,12 @@ def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
             f"{manifest_path}: 'parameters' do not match the chain's predicted ports "
             f"({len(m['parameters'])} listed, {chain.n_params} in the chain)"
         )
+    held = m.get("held", {})
+    if not isinstance(held, dict) or any(
+        k not in chain.parameter_names or not isinstance(v, int | float) or not 0 <= v <= 1
+        for k, v in held.items()
+    ):
+        raise BundleError(f"{manifest_path}: [held] must map predicted parameters to values in [0, 1]")
     model_path = path / str(m["model"])
     bundle = Bundle(
         path=path,
@@ -132,6 +152,7 @@ def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
         parameters=list(m["parameters"]),
         chain_spec=spec,
         metrics=dict(m.get("metrics", {})),
+        held={k: float(v) for k, v in held.items()},
     )
     _check_model(bundle, chain.n_params)
     return bundle

@@ -46,6 +46,19 @@ def test_a_good_bundle_loads_and_predicts_in_range(good):
     assert np.max(np.abs(loud - quiet)) > 0.05  # the stand-in follows the level
 
 
+def test_held_parameters_are_played_at_their_values_whatever_the_encoder_says(copy):
+    edit_manifest(copy, held={"limiter.th": 0.25, "mbc.freq0": 1.0})
+    b = load_bundle(copy)
+    s = b.session()
+    for level in (0.3, 0.003):  # the stand-in's outputs follow the level; the held two do not
+        u = b.predict(s, np.full(b.window, level, np.float32))
+        assert u[b.parameters.index("limiter.th")] == 0.25
+        assert u[b.parameters.index("mbc.freq0")] == 1.0
+    raw = s.run([b.output_name], {b.input_name: np.full((1, b.window), level, np.float32)})[0][0]
+    free = [i for i, n in enumerate(b.parameters) if n not in b.held]
+    np.testing.assert_array_equal(u[free], raw[free])  # the rest is the encoder's
+
+
 def test_front_end_stand_in_loads(tmp_path):
     p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"), window=4096, front_end=True)
     assert load_bundle(p).parameters[0] == "gate.range0"
@@ -61,6 +74,8 @@ def test_front_end_stand_in_loads(tmp_path):
         (lambda p: edit_manifest(p, hop=100000), "is longer than the window"),
         (lambda p: edit_manifest(p, window=4096), "input shape"),
         (lambda p: edit_manifest(p, parameters=["a.b"]), "do not match the chain"),
+        (lambda p: edit_manifest(p, held={"a.b": 0.5}), "[held] must map predicted parameters"),
+        (lambda p: edit_manifest(p, held={"limiter.th": 1.5}), "[held] must map predicted parameters"),
         (lambda p: (p / "encoder.onnx").unlink(), "model file encoder.onnx is missing"),
         (lambda p: (p / "encoder.onnx").write_bytes(b"\x08\x01garbage"), "not a valid ONNX model"),
     ],
@@ -72,6 +87,8 @@ def test_front_end_stand_in_loads(tmp_path):
         "hop",
         "window",
         "params",
+        "held-name",
+        "held-value",
         "no-model",
         "corrupt-model",
     ],  # fmt: skip

@@ -16,6 +16,7 @@ format is :mod:`rt_host.bundle`'s). :func:`export_bundle` does, in order:
    parameters must be ≤ 1e-4. tf2onnx can log a conversion error and still
    write a file (``../shared/FACTS.md``), so a file is never trusted unrun;
 4. writes ``manifest.toml`` (the chain, predicted ports, rates, window, hop,
+   the ports the run held fixed (``[held]``, from the run's ``config.toml``),
    test metrics, library versions) and ``MODEL_CARD.md``;
 5. validates the result with :func:`rt_host.bundle.load_bundle` — the host's
    own loader — and only then moves it into ``out_dir``, so a failed export
@@ -360,12 +361,15 @@ def export_bundle(
     hop: int,
     metrics: Mapping[str, Any] | None = None,
     model_card: str | None = None,
+    held: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a validated bundle for ``model`` (a Keras encoder) driving ``chain_spec`` to ``out_dir``.
 
     ``sample_rate``, ``window`` and ``hop`` describe what the encoder hears
     (the model's rate, not the chain's); ``window`` must be the model's input
-    length. ``metrics`` (test metrics) go to ``[metrics]`` and, when no
+    length. ``held`` (the run's ``[chain] fixed``: normalized values of ports
+    the recipe never trained) goes to ``[held]``, so the host plays them as
+    training and evaluation did. ``metrics`` (test metrics) go to ``[metrics]`` and, when no
     ``model_card`` markdown is given, into a generated card. Raises
     :class:`ExportError` (or the host's ``BundleError``/``ChainError``) with a
     clear reason; ``out_dir`` is only replaced once the new bundle loads in
@@ -388,6 +392,9 @@ def export_bundle(
         )
     if not 0 < hop <= window:
         raise ExportError(f"hop must be between 1 and the window ({window}), got {hop}")
+    unknown = sorted(set(held or {}) - set(names))
+    if unknown:
+        raise ExportError(f"held parameter(s) {', '.join(unknown)} are not predicted by {chain_spec.name!r}")
     info = _describe(model)
     if info.get("sample_rate", sample_rate) != sample_rate:
         raise ExportError(
@@ -419,6 +426,8 @@ def export_bundle(
             "parameters": names,
             "chain": chain_spec.to_dict(),
         }
+        if held:
+            manifest["held"] = {k: float(v) for k, v in held.items()}
         manifest["parity"] = {
             "file": PARITY_FILE,
             "probe_seed": PARITY_SEED,
@@ -568,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             hop=hop,
             metrics=metrics,
             model_card=card,
+            held=run_cfg.get("chain", {}).get("fixed") or None,
         )
     except (DeepAFxError, json.JSONDecodeError) as exc:
         print(f"export.py: error: {exc}", file=sys.stderr)
