@@ -15,6 +15,7 @@ APT_PACKAGES=(
   guitarix-lv2 fluidsynth fluid-soundfont-gm                 # distortion: reference preamp, clean guitar/bass
   sonic-pi-samples hydrogen-drumkits-effects lmms-common     # distortion: recorded guitar samples
   tuxpaint-stamps-default                                    # nonspeech: human-read clips (many languages)
+  chromium chromium-driver                                   # tests: the web control page in a real browser
   python3 python3-venv                     # the interpreter, when the system has none
 )
 

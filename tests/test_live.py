@@ -33,28 +33,27 @@ def jack_server():
 
 @pytest.fixture(scope="module")
 def probe_bundle(tmp_path_factory) -> Path:
-    spec = ChainSpec.load("mastering")
+    spec = ChainSpec.load("mastering-v1")
     return write_level_follower_bundle(tmp_path_factory.mktemp("bundle"), spec, window=4096, hop=1024)
 
 
 def test_played_file_recorded_output_equals_offline_render(jack_server, probe_bundle, tmp_path):
-    """Same input blocks, same per-block parameter trajectory → the same audio.
+    """Same input blocks, same per-block parameters → the same audio, bit for bit.
 
-    The live callback and the offline render run the same native chain program
-    on the same float32 data and the same float64 parameter mapping, so the
-    output should match to the last bit; 1e-6 leaves room only for a libm that
-    rounds pow() differently between numpy and numba.
+    The native callback and the offline render run the same chain program on
+    the same float32 data, and the parameters reach the ports through the same
+    mapping kernel, so the recording must equal a render that replays the
+    callback's per-block trace.
     """
     x = level_steps(RATE, 1.5, [-40.0, -12.0, -30.0])
     src = tmp_path / "in.wav"
     sf.write(src, x.T, RATE, subtype="FLOAT")
     rec = tmp_path / "rec.wav"
-    n_blocks = x.shape[1] // PERIOD + 400
-    opts = LiveOptions(bundle=probe_bundle, play=src, record=rec, status=False,
-                       trace_blocks=n_blocks, tail_s=0.3, outputs=[])  # fmt: skip
+    opts = LiveOptions(bundle=probe_bundle, play=src, record=rec, status=False, midi=False,
+                       keep_trace=True, tail_s=0.3, outputs=[])  # fmt: skip
     report = HostThread(opts).start().join()
     assert report.exit_code == 0 and "to the end" in report.reason
-    assert report.predictions > 5
+    assert report.predictions > 5 and report.steering["late"] == 0
     y_live, rate = sf.read(rec, dtype="float32", always_2d=True)
     assert rate == RATE
     y_live = y_live.T
@@ -63,10 +62,9 @@ def test_played_file_recorded_output_equals_offline_render(jack_server, probe_bu
     assert blocks * PERIOD > x.shape[1]
     played = np.zeros((2, blocks * PERIOD), dtype=np.float32)
     played[:, : x.shape[1]] = x
-    chain = Chain(ChainSpec.load("mastering"))
+    chain = Chain(ChainSpec.load("mastering-v1"))
     y_off = chain(played, RATE, params=trace[:blocks], step_length=PERIOD, block_size=PERIOD)
-    diff = np.max(np.abs(y_live[:, : blocks * PERIOD] - y_off))
-    assert diff <= 1e-6, diff
+    np.testing.assert_array_equal(y_live[:, : blocks * PERIOD], y_off)
     assert np.max(np.abs(y_off)) > 0.01  # not comparing silence with silence
 
     # the parameters followed the input's level: loud middle vs quiet start
@@ -89,7 +87,7 @@ def test_reported_latency_matches_the_plugins(jack_server):
     """With nothing upstream, our outputs' capture latency is the chain's own."""
     client = jack.Client("latency-probe")
     try:
-        host = HostThread(LiveOptions(chain="mastering", status=False, duration=2.0,
+        host = HostThread(LiveOptions(chain="mastering-v1", status=False, duration=2.0,
                                       inputs=[], outputs=[])).start()  # fmt: skip
         port = _wait_for_port(client, "deepafx-rt:out_1")
         # ports exist before the client activates (after the MIDI receiver starts);
@@ -127,7 +125,7 @@ def test_audio_flows_through_the_graph(jack_server):
     client.set_process_callback(process)
     client.activate()
     try:
-        host = HostThread(LiveOptions(chain="mastering", status=False, duration=2.0,
+        host = HostThread(LiveOptions(chain="mastering-v1", status=False, duration=2.0,
                                       inputs=["tester:out_1", "tester:out_2"],
                                       outputs=["tester:in_1", "tester:in_2"])).start()  # fmt: skip
         _wait_for_port(client, "deepafx-rt:out_1")
@@ -166,7 +164,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.Popen:
 
 def test_sigterm_stops_cleanly_and_finalizes_the_recording(jack_server, tmp_path):
     rec = tmp_path / "rec.wav"
-    proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=None)
+    proc = _cli("-q", "live", "--chain", "mastering-v1", "--record", str(rec), "--out", env=None)
     _wait_for_client(None)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -181,7 +179,7 @@ def test_server_death_gives_a_message_keeps_the_recording_and_exits_nonzero(tmp_
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     rec = tmp_path / "rec.wav"
     with DummyServer(RATE, PERIOD, name=name) as server:
-        proc = _cli("-q", "live", "--chain", "mastering", "--record", str(rec), "--out", env=env)
+        proc = _cli("-q", "live", "--chain", "mastering-v1", "--record", str(rec), "--out", env=env)
         _wait_for_client(env)
         server.process.kill()
         out, err = proc.communicate(timeout=30)
@@ -192,7 +190,7 @@ def test_server_death_gives_a_message_keeps_the_recording_and_exits_nonzero(tmp_
 
 def test_no_server_is_a_clear_error(tmp_path):
     env = dict(os.environ, JACK_DEFAULT_SERVER=unique_server_name("absent"))
-    proc = _cli("live", "--chain", "mastering", env=env)
+    proc = _cli("live", "--chain", "mastering-v1", env=env)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1].startswith("deepafx-rt: error: no JACK server is running")
@@ -215,8 +213,8 @@ def test_freeze_holds_the_first_prediction(jack_server, probe_bundle, tmp_path):
     x = level_steps(RATE, 1.5, [-40.0, -12.0, -30.0])
     src = tmp_path / "in.wav"
     sf.write(src, x.T, RATE, subtype="FLOAT")
-    opts = LiveOptions(bundle=probe_bundle, play=src, status=False, freeze=True, outputs=[],
-                       trace_blocks=x.shape[1] // PERIOD, tail_s=0.1)  # fmt: skip
+    opts = LiveOptions(bundle=probe_bundle, play=src, status=False, freeze=True, outputs=[], midi=False,
+                       keep_trace=True, tail_s=0.1)  # fmt: skip
     report = HostThread(opts).start().join()
     assert report.predictions > 5  # the model kept predicting…
     trace = report.trace
@@ -233,7 +231,7 @@ def test_ports_are_reconnected_when_they_come_back(jack_server):
         return c
 
     client = tester()
-    host = HostThread(LiveOptions(chain="mastering", status=False, duration=6.0, inputs=[],
+    host = HostThread(LiveOptions(chain="mastering-v1", status=False, duration=6.0, inputs=[],
                                   outputs=["comeback:in_1", "comeback:in_2"])).start()  # fmt: skip
     try:
         port = _wait_for_port(client, "deepafx-rt:out_1")
@@ -261,7 +259,7 @@ def test_ports_are_reconnected_when_they_come_back(jack_server):
 
 
 def test_an_unknown_port_name_is_a_clear_error(jack_server):
-    host = HostThread(LiveOptions(chain="mastering", status=False, duration=3.0, inputs=[],
+    host = HostThread(LiveOptions(chain="mastering-v1", status=False, duration=3.0, inputs=[],
                                   outputs=["nosuch:playback_1", "nosuch:playback_2"])).start()  # fmt: skip
     with pytest.raises(DeepAFxError, match="no JACK port 'nosuch:playback_1'.*ports like it"):
         host.join()

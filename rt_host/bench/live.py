@@ -1,23 +1,29 @@
-"""``deepafx-rt bench live``: our JACK client against three chained ``jalv``.
+"""``deepafx-rt bench live``: our live host against three chained ``jalv``, the C reference.
 
-For each block size, one dummy ``jackd`` at 48 kHz and a player client looping
-music run throughout; then, one after another, for ``--seconds`` each:
+For each block size (and each JACK scheduling mode: ``--realtime on|off|both``),
+one dummy ``jackd`` at 48 kHz and a player client looping music run
+throughout; then, one after another, for ``--seconds`` each:
 
 * **idle** — the server and the player alone: the baseline;
-* **ours (process)** — ``deepafx-rt live`` with the model in a controller
-  process, predicting every hop;
-* **ours (thread)** — the same with the controller as a thread in the audio
-  process (the GIL shares one lock with the callback);
-* **jalv ×3** — ``jalv`` hosting each plugin of the chain, with the chain's
-  fixed values and default parameters, chained in the same graph (the C
-  reference).
+* **ours, static** — ``deepafx-rt live --chain mastering``: the chain, no model;
+* **ours, model** — the shipped mastering model predicting every hop (a
+  controller process) while a MIDI knob sweeps a parameter (50 CC/s);
+* **ours, thread** — the same model with the controller as a thread in the
+  audio process;
+* **jalv ×3, static** — ``jalv`` hosting each plugin of the chain, chained in
+  the same graph, at the chain's fixed and default values;
+* **jalv ×3, moving** — the same, fed on its console (``SYMBOL = VALUE``) the
+  very stream of port values our host writes for this music (computed with
+  :func:`rt_host.steer.predict_automation`, looped with the player);
+* a MIDI flood (10,000 CC/s) while the model predicts.
 
 A monitor client samples the server's DSP load (``jack_cpu_load``) every 0.1 s
-and counts xruns; our client reports its own callback times, inference times
-and RSS. The model is the shipped mastering model (``exported_models/mastering``)
+and counts xruns; our client reports its callback times, inference times,
+late predictions, RSS and the controller process's CPU time. ``--soak S`` adds
+one long run of "ours, model" (S seconds, e.g. 600) per scheduling mode, next
+to an idle baseline of a minute. The model is the shipped mastering model
 with its hop shortened to 4,096 samples at 22,050 Hz (186 ms, 2.7× as many
-predictions as it ships with: a harder test); without it, a stand-in bundle at
-the same geometry with a spectral-projection front end (~1 ms).
+predictions as it ships with: a harder test).
 """
 
 from __future__ import annotations
@@ -44,7 +50,6 @@ from rt_host.bundle import BundleError, load_bundle, write_level_follower_bundle
 from rt_host.live.server import DummyServer, _quiet_libjack, connect_when_active
 from rt_host.live.stats import memory_mb
 from rt_host.lv2 import Chain, ChainSpec
-from rt_host.signals import unmastered_mix
 
 RATE = 48000
 
@@ -102,17 +107,51 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def _ours(monitor, env, bundle: Path, mode: str, seconds: float, tmp: Path, progress) -> dict:
-    stats = tmp / f"ours-{mode}.json"
-    cmd = [sys.executable, "-m", "rt_host", "-q", "live", "--bundle", str(bundle),
-           "--controller", mode, "--in", "player:out_1", "player:out_2", "--out",
-           "--stats-json", str(stats)]  # fmt: skip
+SWEEP_CC, SWEEP_RATE = 27, 50  # the default map's limiter.th knob, CC messages per second
+
+
+def _sweep(stop: threading.Event) -> None:
+    """A knob moving up and down on CC 27 (the default map's limiter.th) until ``stop``."""
+    import rtmidi
+
+    out = rtmidi.MidiOut(rtapi=rtmidi.API_UNIX_JACK, name="sweep")
+    out.open_virtual_port("out")
+    try:
+        client = jack.Client("sweep-wiring", no_start_server=True)
+        try:
+            connect_when_active(client, "sweep:out", "deepafx-rt-midi:midi_in", 30)
+        finally:
+            client.close()
+        k = 0
+        while not stop.wait(1 / SWEEP_RATE):
+            v = k % 254
+            out.send_message([0xB0, SWEEP_CC, v if v < 128 else 253 - v])
+            k += 1
+    finally:
+        out.close_port()
+        out.delete()
+
+
+def _ours(monitor, env, seconds: float, tmp: Path, progress, *, name: str, bundle: Path | None,
+          mode: str = "process", sweep: bool = False) -> dict:  # fmt: skip
+    """Our host as a client between the player and nothing, measured for ``seconds``."""
+    stats = tmp / f"{name}.json"
+    what = ["--bundle", str(bundle), "--controller", mode] if bundle else ["--chain", "mastering"]
+    cmd = [sys.executable, "-m", "rt_host", "-q", "live", *what, "--in", "player:out_1", "player:out_2",
+           "--out", "--stats-json", str(stats)]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stop = threading.Event()
+    sweeper = threading.Thread(target=_sweep, args=(stop,), daemon=True) if sweep else None
     try:
         _wait_port(monitor.client, "deepafx-rt:out_1")
+        if sweeper is not None:
+            sweeper.start()
         time.sleep(1.0)  # the controller's first predictions
         result = monitor.measure(seconds, progress)
     finally:
+        stop.set()
+        if sweeper is not None:
+            sweeper.join(5)
         _stop(proc)
     out, err = proc.communicate()
     if not stats.is_file():
@@ -201,10 +240,54 @@ def _transport_latency(n: int = 200) -> dict:
     }
 
 
-def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
+def jalv_stream(bundle: Path, music: Path, block: int) -> tuple[float, list[list[tuple[float, str]]]]:
+    """The port values our host writes for ``music`` (looped by the player), per chain stage, as jalv console
+    lines: ``(loop length in s, [[(time s, "SYMBOL = VALUE"), …] per stage])``."""
+    from rt_host.steer import predict_automation
+
+    b = load_bundle(bundle)
+    chain = Chain(b.chain_spec)
+    audio, rate = audio_io.read_audio(music)
+    audio = audio_io.map_channels(audio_io.resample(audio, rate, RATE), chain.channels, "auto")
+    auto = predict_automation(b.predictor(), audio, RATE, b.geometry(RATE), chain, held=b.held, block=block)
+    times, rows = auto.log()
+    chain.prepare(RATE, block)
+    values = chain.program.table.to_port(rows)
+    streams: list[list[tuple[float, str]]] = [[] for _ in chain.stages]
+    names = [s.name for s in chain.stages]
+    for k in range(1, len(rows)):
+        for j, p in enumerate(chain.parameters):
+            if values[k, j] != values[k - 1, j]:
+                streams[names.index(p.stage)].append((float(times[k]), f"{p.symbol} = {values[k, j]:.9g}"))
+    return audio.shape[1] / RATE, streams
+
+
+def _feed(
+    proc: subprocess.Popen, lines: list[tuple[float, str]], loop_s: float, stop: threading.Event
+) -> int:
+    """Write ``lines`` to jalv's console at their times, looping like the player; returns lines sent."""
+    sent = 0
+    start = time.monotonic()
+    while not stop.is_set() and lines:
+        base = start + (sent // len(lines)) * loop_s
+        t, line = lines[sent % len(lines)]
+        delay = base + t - time.monotonic()
+        if delay > 0 and stop.wait(delay):
+            break
+        try:
+            proc.stdin.write(line + "\n")
+            proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            break
+        sent += 1
+    return sent
+
+
+def _jalv(monitor, env, chain: Chain, seconds: float, progress, stream=None) -> dict:
+    """Three jalv chained after the player; with ``stream`` (:func:`jalv_stream`) their controls move."""
     procs, names = [], []
     for stage in chain.stages:
-        values = dict(chain._fixed[chain.stages.index(stage)])
+        values = dict(chain.fixed_values(stage.name))
         for p in chain.parameters:
             if p.stage == stage.name:
                 values[p.symbol] = p.default
@@ -212,10 +295,20 @@ def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
         for sym, val in values.items():
             cmd += ["-c", f"{sym}={val:g}"]
         cmd.append(stage.plugin.uri)
-        # jalv quits when stdin closes: keep an open pipe for as long as it runs
-        procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        # jalv reads control changes on its console, and quits when stdin closes: keep the pipe open
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=env,
+                stdin=subprocess.PIPE,
+                text=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         names.append(f"jalv-{stage.name}")
+    stop = threading.Event()
+    feeders, counts = [], {}
     try:
         upstream = ["player:out_1", "player:out_2"]
         for stage, name in zip(chain.stages, names):
@@ -225,6 +318,17 @@ def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
             for src, dst in zip(upstream, ins):
                 connect_when_active(monitor.client, src, dst)
             upstream = outs
+        if stream is not None:
+            loop_s, lines = stream
+            for proc, stage_lines, name in zip(procs, lines, names):
+                t = threading.Thread(
+                    target=lambda p=proc, ls=stage_lines, n=name: counts.__setitem__(
+                        n, _feed(p, ls, loop_s, stop)
+                    ),
+                    daemon=True,
+                )
+                t.start()
+                feeders.append(t)
         time.sleep(1.0)
         result = monitor.measure(seconds, progress)
         mems = [memory_mb(p.pid) for p in procs]
@@ -232,18 +336,32 @@ def _jalv(monitor, env, chain: Chain, seconds: float, progress) -> dict:
             "rss": sum(m["rss"] or 0 for m in mems),
             "rss_without_jack": sum(m["rss_without_jack"] or 0 for m in mems),
         }
-        return result
     finally:
+        stop.set()
+        for t in feeders:
+            t.join(5)
         for proc in procs:
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
             _stop(proc)
+    if stream is not None:
+        result["console_lines_per_s"] = sum(counts.values()) / (seconds + 1.0)
+    return result
 
 
-def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path, progress) -> dict:
+def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path, progress, *,
+                realtime: bool = True, soak: float | None = None) -> dict:  # fmt: skip
     name = "deepafx-bench"  # a fixed name: JACK2 reclaims a dead server's slot only by name
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
-    old = os.environ.get("JACK_DEFAULT_SERVER")
+    old_env = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "DEEPAFX_JACK_NO_RT")}
     os.environ["JACK_DEFAULT_SERVER"] = name
+    if realtime:
+        os.environ.pop("DEEPAFX_JACK_NO_RT", None)
+    else:
+        os.environ["DEEPAFX_JACK_NO_RT"] = "1"
+    stream = jalv_stream(bundle, music, block) if not soak else None
     try:
         with DummyServer(RATE, block, name=name):
             player = subprocess.Popen([sys.executable, "-m", "rt_host.bench.player", str(music)], env=env)
@@ -252,27 +370,55 @@ def bench_block(block: int, seconds: float, tmp: Path, bundle: Path, music: Path
             try:
                 _wait_port(monitor.client, "player:out_1")
                 time.sleep(1.0)
-                rows = {"idle": monitor.measure(seconds, progress)}
-                rows["ours_process"] = _ours(monitor, env, bundle, "process", seconds, tmp, progress)
-                rows["ours_thread"] = _ours(monitor, env, bundle, "thread", seconds, tmp, progress)
-                rows["jalv_x3"] = _jalv(monitor, env, Chain.load("mastering"), seconds, progress)
-                rows["ours_midi_flood"] = _flood(monitor, env, bundle, min(seconds, 10.0), tmp, progress)
-                rows["midi_transport"] = _transport_latency()
+                if soak:
+                    rows = {"idle": monitor.measure(min(60.0, soak), progress)}
+                    rows["ours_model"] = _ours(
+                        monitor, env, soak, tmp, progress, name="soak", bundle=bundle, sweep=True
+                    )
+                else:
+                    rows = {"idle": monitor.measure(seconds, progress)}
+                    rows["ours_static"] = _ours(
+                        monitor, env, seconds, tmp, progress, name="static", bundle=None
+                    )
+                    rows["ours_model"] = _ours(
+                        monitor, env, seconds, tmp, progress, name="model", bundle=bundle, sweep=True
+                    )
+                    rows["ours_thread"] = _ours(
+                        monitor,
+                        env,
+                        seconds,
+                        tmp,
+                        progress,
+                        name="thread",
+                        bundle=bundle,
+                        mode="thread",
+                        sweep=True,
+                    )
+                    chain = Chain(load_bundle(bundle).chain_spec)  # the model's chain, as ours runs it
+                    rows["jalv_static"] = _jalv(monitor, env, chain, seconds, progress)
+                    rows["jalv_moving"] = _jalv(monitor, env, chain, seconds, progress, stream)
+                    rows["ours_midi_flood"] = _flood(monitor, env, bundle, min(seconds, 10.0), tmp, progress)
+                    rows["midi_transport"] = _transport_latency()
             finally:
                 monitor.close()
                 _stop(player)
     finally:
-        if old is None:
-            os.environ.pop("JACK_DEFAULT_SERVER", None)
-        else:
-            os.environ["JACK_DEFAULT_SERVER"] = old
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     idle = rows["idle"]
-    for key in ("ours_process", "ours_thread", "jalv_x3", "ours_midi_flood"):
-        rows[key]["dsp_added"] = rows[key]["dsp_mean"] - idle["dsp_mean"]
-        rows[key]["xruns_over_idle"] = rows[key]["xruns"] - idle["xruns"]
-    jalv_added = rows["jalv_x3"]["dsp_added"]
-    for key in ("ours_process", "ours_thread"):
-        rows[key]["dsp_ratio_to_jalv"] = rows[key]["dsp_added"] / jalv_added if jalv_added > 0 else None
+    for key, r in rows.items():
+        if key not in ("idle", "midi_transport"):
+            r["dsp_added"] = r["dsp_mean"] - idle["dsp_mean"]
+            r["xruns_over_idle"] = r["xruns"] - idle["xruns"]
+    if not soak:
+        for ours, ref in (("ours_static", "jalv_static"), ("ours_model", "jalv_moving"),
+                          ("ours_thread", "jalv_moving")):  # fmt: skip
+            added = rows[ref]["dsp_added"]
+            rows[ours]["dsp_ratio_to_jalv"] = rows[ours]["dsp_added"] / added if added > 0 else None
+            rows[ours]["jalv_reference"] = ref
     return rows
 
 
@@ -288,9 +434,13 @@ def bench_bundle(path: Path) -> tuple[Path, str]:
     except BundleError as exc:
         print(f"bench live: no shipped mastering model ({exc}); using a stand-in bundle")
         write_level_follower_bundle(
-            path, ChainSpec.load("mastering"), task="mastering-standin",
-            window=40960, hop=BENCH_HOP, front_end=True,
-        )  # fmt: skip
+            path,
+            ChainSpec.load("mastering"),
+            task="mastering-standin",
+            window=40960,
+            hop=BENCH_HOP,
+            front_end=True,
+        )
         return path, "stand-in (level follower with a spectral front end)"
     shutil.copytree(shipped.path, path)
     manifest = tomllib.loads((path / "manifest.toml").read_text(encoding="utf-8"))
@@ -303,70 +453,97 @@ def _exit_on_sigterm(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-def run(blocks: list[int], seconds: float, json_path: Path | None) -> dict:
+def run(blocks: list[int], seconds: float, json_path: Path | None, *, realtime: str = "on",
+        soak: float | None = None) -> dict:  # fmt: skip
     # SIGTERM's default ends Python without running ``finally``: the server, the player, jalv and our
     # client would outlive the benchmark and disturb the next run. As SystemExit, they are stopped.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    results = {"rate": RATE, "seconds": seconds, "baseline": "idle server + player; jalv ×3", "blocks": {}}
+    modes = {"on": [True], "off": [False], "both": [True, False]}[realtime]
+    results = {"rate": RATE, "seconds": seconds, "soak": soak,
+               "baseline": "idle server + player; jalv ×3 static and moving", "runs": {}}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         music = tmp / "music.wav"
-        audio_io.write_audio(music, unmastered_mix(30.0, 44100, peak_dbfs=-3.0), 44100, "FLOAT")
+        from rt_host import unmaster
+
+        example, _ = unmaster.example(30.0)
+        audio_io.write_audio(music, example, 44100, "FLOAT")
         bundle, results["model"] = bench_bundle(tmp / "bundle")
-        total = int(len(blocks) * (4 * seconds + min(seconds, 10.0)))
-        with tqdm(total=total, desc="bench live", unit="s", leave=False) as progress:
-            for block in blocks:
-                results["blocks"][str(block)] = bench_block(block, seconds, tmp, bundle, music, progress)
+        per = (min(60.0, soak) + soak) if soak else 6 * seconds + min(seconds, 10.0)
+        with tqdm(
+            total=int(len(modes) * len(blocks) * per), desc="bench live", unit="s", leave=False
+        ) as progress:
+            for rt in modes:
+                for block in blocks:
+                    key = f"{'rt' if rt else 'no-rt'} {block}"
+                    results["runs"][key] = bench_block(
+                        block, seconds, tmp, bundle, music, progress, realtime=rt, soak=soak
+                    )
     print_report(results)
     write_results(results, json_path)
     return results
 
 
 def print_report(results: dict) -> None:
+    what = f"soak of {results['soak']:g} s" if results.get("soak") else f"{results['seconds']:g} s each"
     print(
-        f"Live host vs three chained jalv — dummy jackd {results['rate']} Hz, {results['seconds']:g} s each; "
+        f"Live host vs three chained jalv — dummy jackd {results['rate']} Hz, {what}; "
         f"model: {results.get('model', '?')}"
     )
-    for block, rows in results["blocks"].items():
-        period = 1e6 * int(block) / results["rate"]
-        print(f"\nblock {block} (period {period:.0f} µs)")
+    for run_key, rows in results["runs"].items():
+        block = int(run_key.split()[-1])
+        period = 1e6 * block / results["rate"]
         print(
-            f"  {'case':<14} {'DSP mean':>8} {'max':>6} {'added':>6} {'vs jalv':>7} {'xruns':>5} {'+idle':>5}"
+            f"\n{run_key.replace('no-rt', 'no real-time').replace('rt ', 'real-time, ')} frames "
+            f"(period {period:.0f} µs)"
         )
-        for key in ("idle", "ours_process", "ours_thread", "jalv_x3"):
-            r = rows[key]
+        print(
+            f"  {'case':<16} {'DSP mean':>8} {'max':>6} {'added':>6} {'vs jalv':>7} {'xruns':>5} {'+idle':>5}"
+        )
+        for key, r in rows.items():
+            if key in ("midi_transport", "ours_midi_flood"):
+                continue
             added = f"{r['dsp_added']:6.2f}" if "dsp_added" in r else "     -"
             ratio = r.get("dsp_ratio_to_jalv")
             ratio_s = f"{ratio:7.2f}" if ratio is not None else "      -"
             over = f"{r['xruns_over_idle']:5d}" if "xruns_over_idle" in r else "    -"
             load = f"{r['dsp_mean']:7.2f}% {r['dsp_max']:5.1f}%"
-            print(f"  {key:<14} {load} {added} {ratio_s} {r['xruns']:5d} {over}")
-        for key in ("ours_process", "ours_thread"):
-            c = rows[key]["client"]
+            print(f"  {key:<16} {load} {added} {ratio_s} {r['xruns']:5d} {over}")
+        for key, r in rows.items():
+            if not key.startswith("ours_") or "client" not in r:
+                continue
+            c = r["client"]
             cb, inf = c["callback_us"], c["inference_ms"]
-            hop_ms = 1e3 * BENCH_HOP / 22050
-            print(
-                f"  {key}: callback mean {cb['mean']:.0f} p99 {cb['p99']:.0f} p99.9 {cb['p99.9']:.0f} "
-                f"max {cb['max']:.0f} µs ({c['callbacks_over_period']} over the period); inference "
-                f"p50 {inf['p50']:.2f} p99 {inf['p99']:.2f} ms "
-                f"= {100 * inf['p99'] / hop_ms:.1f} % of the hop; "
-                f"RSS {c['memory_mb']['rss']:.0f} MB, {c['memory_mb']['rss_without_jack']:.0f} MB without "
-                f"JACK's shared memory (controller process peak "
-                f"{c['peak_rss_mb_controller_process']:.0f} MB); "
-                f"tensorflow imported: {c['tensorflow_imported']}"
+            line = (
+                f"  {key}: callback mean {cb['mean']:.0f} p99 {cb['p99']:.0f} max {cb['max']:.0f} µs "
+                f"({c['callbacks_over_period']} of {c['callbacks']} over the period)"
             )
-        f = rows["ours_midi_flood"]
-        m, lat = f["client"]["midi"], f["client"]["midi_latency_us"]
-        t = rows["midi_transport"]
-        print(
-            f"  MIDI flood: {f['sent']} CC in {f['flood_s']:.1f} s ({f['rate']:.0f}/s) while the model "
-            f"predicts: received {m['received']}, lost {f['sent'] - m['received']}, dropped {m['dropped']}, "
-            f"applied {m['applied']}; xruns {f['xruns']} ({f['xruns_over_idle']:+d} over idle), "
-            f"DSP {f['dsp_mean']:.1f}%"
-        )
-        print(
-            f"  CC → port: arrival → port write p50 {lat['p50'] / 1e3:.2f} p99 {lat['p99'] / 1e3:.2f} ms "
-            f"(+ transport rtmidi→JACK→rtmidi p50 {t['p50_us'] / 1e3:.2f} p99 {t['p99_us'] / 1e3:.2f} ms)"
-        )
-        j = rows["jalv_x3"]["memory_mb"]
-        print(f"  jalv_x3: RSS of the three {j['rss']:.0f} MB, {j['rss_without_jack']:.0f} MB without JACK's")
+            if inf["p50"] is not None:
+                steering = c.get("steering", {})
+                line += (
+                    f"; inference p50 {inf['p50']:.2f} p99 {inf['p99']:.2f} ms; predictions "
+                    f"{steering.get('applied', 0)}, late {steering.get('late', 0)}; controller CPU "
+                    f"{c.get('controller_cpu_share', 0) * 100:.1f} % of a core"
+                )
+            mem = c["memory_mb"]
+            line += f"; RSS {mem['rss_without_jack'] or 0:.0f} MB without JACK's shared memory"
+            print(line)
+        if "jalv_moving" in rows:
+            print(
+                f"  jalv_moving: {rows['jalv_moving'].get('console_lines_per_s', 0):.0f} console lines/s "
+                f"(the port values our host writes)"
+            )
+        if "ours_midi_flood" in rows:
+            f = rows["ours_midi_flood"]
+            m, lat = f["client"]["midi"], f["client"]["event_latency_us"]
+            t = rows["midi_transport"]
+            print(
+                f"  MIDI flood: {f['sent']} CC in {f['flood_s']:.1f} s ({f['rate']:.0f}/s) while the model "
+                f"predicts: received {m['received']}, lost {f['sent'] - m['received']}, "
+                f"applied {m['applied']}; "
+                f"xruns {f['xruns']} ({f['xruns_over_idle']:+d} over idle)"
+            )
+            print(
+                f"  CC → port: arrival → port write p50 {(lat['p50'] or 0) / 1e3:.2f} p99 "
+                f"{(lat['p99'] or 0) / 1e3:.2f} ms (+ transport p50 {t['p50_us'] / 1e3:.2f} ms)"
+            )

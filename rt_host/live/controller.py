@@ -1,85 +1,91 @@
-"""The controller: every hop, the newest window through the model.
+"""The controller: the model hears each window as it completes, and says when its answer may steer.
 
-It reads the capture ring (mono, JACK rate), resamples the newest window to
-the model's rate with soxr, runs the ONNX encoder and publishes the normalized
-parameters to the callback through the shared double buffer. It runs as a
-separate process by default: a probe on this machine saw a controller *thread*
-cause xruns at 128 frames (the GIL, ~19 in 45 s) and a process with shared
-memory not; ``deepafx-rt bench live`` measures both.
+Prediction ``k`` hears the captured frames that end at ``geometry.end(k)`` —
+every hop of frames since the first cycle, exactly the windows offline
+rendering uses (:mod:`rt_host.steer.geometry`) — through the one encoder view
+(:func:`rt_host.steer.encoder_view`) and the bundle's encoder (onnxruntime),
+with the held parameters at their values. It publishes the prediction with
+its apply frame, ``end(k) + delay``; the callback lets it steer from the first
+block that starts there, or counts it late if it arrives after. A prediction
+with NaN/Inf is dropped (the parameters hold) and counted. If the controller
+falls so far behind that a window has left the capture ring (the machine
+stalled), it skips to the newest complete window and counts the skipped ones.
+
+It runs as a separate process by default: a probe on this machine saw a
+controller *thread* cause xruns at 128 frames (the GIL, ~19 in 45 s) when the
+audio callback was Python; the callback is native now, but a process also
+keeps inference off the host's own core scheduling and is niced below it.
 """
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import soxr
 
 from rt_host.bundle import Bundle, load_bundle
 from rt_host.errors import DeepAFxError
+from rt_host.lifeline import stop_child
 from rt_host.live import shared
+from rt_host.steer.geometry import Geometry
+from rt_host.steer.view import encoder_view
+
+NICE = 5  # the controller yields the CPU to the audio thread and the host
 
 
-class ControllerGeometry:
-    """Window and hop of a bundle, at the JACK rate."""
-
-    def __init__(self, bundle: Bundle, jack_rate: int) -> None:
-        self.jack_rate = jack_rate
-        self.model_rate = bundle.sample_rate
-        self.window = bundle.window
-        self.window_jack = math.ceil(bundle.window * jack_rate / bundle.sample_rate)
-        self.hop_jack = max(1, round(bundle.hop * jack_rate / bundle.sample_rate))
-
-    @property
-    def capture_frames(self) -> int:
-        return 2 * self.window_jack + 4 * self.hop_jack
+def capture_frames(geometry: Geometry) -> int:
+    """Capture ring length: a window plus room for the controller to be a few hops late."""
+    return geometry.window_frames + 8 * geometry.hop_frames
 
 
-def run_controller(bundle: Bundle, state: shared.SharedState, jack_rate: int) -> None:
+def run_controller(bundle: Bundle, state: shared.SharedState, geometry: Geometry) -> None:
     """The loop; returns when ``header[STOP]`` is set."""
-    geo = ControllerGeometry(bundle, jack_rate)
-    session = bundle.session(threads=1)
-    raw = np.zeros(geo.window_jack, dtype=np.float32)
+    predict = bundle.predictor(bundle.session(threads=1))
+    held = bundle.held
+    raw = np.zeros(geometry.window_frames, dtype=np.float32)
     header = state.header
-    last = 0
+    k = 0
     while header[shared.STOP] == 0:
         header[shared.CONTROLLER_ALIVE] += 1
+        end = geometry.end(k)
         captured = int(header[shared.CAPTURED])
-        if captured < last:  # the host restarted its counter
-            last = 0
-        if captured - last < geo.hop_jack:
-            wait = (geo.hop_jack - (captured - last)) / jack_rate
-            time.sleep(min(max(wait, 0.001), 0.01))
+        if captured < end:
+            wait = (end - captured) / geometry.rate
+            time.sleep(min(max(wait, 0.0005), 0.01))
             continue
-        last = captured - (captured - last) % geo.hop_jack
-        state.newest_capture(geo.window_jack, raw)
-        window = soxr.resample(raw, jack_rate, geo.model_rate, quality="HQ")
-        window = np.ascontiguousarray(_fit(window, geo.window), dtype=np.float32)
+        if not state.capture_window(end, raw):  # fell behind the ring: take the newest window
+            newest = captured // geometry.hop_frames - 1
+            header[shared.PRED_SKIPPED] += newest - k
+            k = newest
+            continue
+        view = encoder_view(raw[np.newaxis, :], geometry.rate, geometry.model_rate, geometry.window)
         start = time.perf_counter()
-        params = bundle.predict(session, window)
+        u = predict(view[np.newaxis, :])[0].astype(np.float64)
         elapsed_ms = (time.perf_counter() - start) * 1e3
-        if np.all(np.isfinite(params)):
-            state.publish_params(np.clip(params, 0.0, 1.0))
         n = int(header[shared.INFERENCES])
         state.inference_ms[n % shared.INFERENCE_RING] = elapsed_ms
         header[shared.INFERENCES] = n + 1
+        if held:
+            held.apply(u)
+        if np.all(np.isfinite(u)):
+            state.publish_prediction(np.clip(u, 0.0, 1.0), geometry.apply_frame(k))
+        else:
+            header[shared.PRED_DROPPED] += 1
+        k += 1
 
 
-def _fit(x: np.ndarray, n: int) -> np.ndarray:
-    if len(x) >= n:
-        return x[-n:]
-    return np.concatenate([np.zeros(n - len(x), dtype=x.dtype), x])
+def _process_main(bundle_path: str, shm_name: str, layout: shared.Layout, geometry: Geometry) -> None:
+    from rt_host.lifeline import become_child
 
-
-def _process_main(bundle_path: str, shm_name: str, layout: shared.Layout, jack_rate: int) -> None:
+    become_child(NICE)
     state = shared.SharedState.attach(shm_name, layout)
     try:
-        run_controller(load_bundle(bundle_path), state, jack_rate)
+        run_controller(load_bundle(bundle_path), state, geometry)
     except Exception as exc:  # report in one line; the host holds the last parameters
         state.header[shared.CONTROLLER_ERROR] = 1
         print(f"deepafx-rt: error: controller stopped: {exc}", file=sys.stderr)
@@ -90,19 +96,25 @@ def _process_main(bundle_path: str, shm_name: str, layout: shared.Layout, jack_r
 class Controller:
     """Runs :func:`run_controller` in a thread or a separate process."""
 
-    def __init__(self, bundle: Bundle, state: shared.SharedState, jack_rate: int, mode: str) -> None:
+    def __init__(
+        self, bundle: Bundle, state: shared.SharedState, geometry: Geometry, mode: str = "process"
+    ) -> None:
         if mode not in ("process", "thread"):
             raise ValueError("controller mode must be 'process' or 'thread'")
         if mode == "process" and state.shm_name is None:
             raise ValueError("a controller process needs state in shared memory")
-        self.bundle, self.state, self.jack_rate, self.mode = bundle, state, jack_rate, mode
+        self.bundle, self.state, self.geometry, self.mode = bundle, state, geometry, mode
         self._worker: threading.Thread | mp.Process | None = None
+
+    @classmethod
+    def geometry_for(cls, bundle: Bundle, rate: int, delay_s: float | None = None) -> Geometry:
+        return bundle.geometry(rate, delay_s)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start, and wait until the model is loaded and the loop runs.
 
-        Done before the JACK client activates: the first seconds of audio should
-        not run without the model, and loading it competes for the CPU.
+        Done before the audio starts: the first seconds should not run without
+        the model, and loading it competes for the CPU.
         """
         self.state.header[shared.STOP] = 0
         self.state.header[shared.CONTROLLER_ALIVE] = 0
@@ -112,7 +124,7 @@ class Controller:
             ctx = mp.get_context("spawn")  # never fork a process that hosts JACK threads
             self._worker = ctx.Process(
                 target=_process_main,
-                args=(str(Path(self.bundle.path)), self.state.shm_name, self.state.layout, self.jack_rate),
+                args=(str(Path(self.bundle.path)), self.state.shm_name, self.state.layout, self.geometry),
                 name="deepafx-controller",
                 daemon=True,
             )
@@ -126,7 +138,7 @@ class Controller:
 
     def _thread_main(self) -> None:
         try:
-            run_controller(self.bundle, self.state, self.jack_rate)
+            run_controller(self.bundle, self.state, self.geometry)
         except Exception as exc:
             self.state.header[shared.CONTROLLER_ERROR] = 1
             print(f"deepafx-rt: error: controller stopped: {exc}", file=sys.stderr)
@@ -137,12 +149,21 @@ class Controller:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.state.header[shared.STOP] = 1
-        if self._worker is not None:
+        if isinstance(self._worker, mp.process.BaseProcess):
+            stop_child(self._worker, timeout)
+        elif self._worker is not None:
             self._worker.join(timeout)
-            if isinstance(self._worker, mp.process.BaseProcess) and self._worker.is_alive():
-                self._worker.terminate()
-                self._worker.join(1.0)
         self._worker = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the controller process has used so far; None for a thread."""
+        if not isinstance(self._worker, mp.process.BaseProcess) or self._worker.pid is None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._worker.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
     def inference_ms(self) -> np.ndarray:
         n = int(self.state.header[shared.INFERENCES])

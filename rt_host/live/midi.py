@@ -32,7 +32,6 @@ parameter over never jumps.
 
 from __future__ import annotations
 
-import math
 import multiprocessing as mp
 import os
 import re
@@ -44,10 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rt_host.errors import DeepAFxError
+from rt_host.errors import ChainError, DeepAFxError
+from rt_host.lifeline import become_child, stop_child
 from rt_host.live import shared
+from rt_host.lv2.parameters import to_normalized, to_port
 
 PICKUP_TOLERANCE = 0.03  # normalized: how close a knob must come to take over
+AMOUNT = "amount"  # a map's `param = "amount"`: the knob blends every model-set parameter (0 … 100 %)
 
 
 class MidiError(DeepAFxError):
@@ -157,10 +159,10 @@ class MidiMap:
                 if key not in entry:
                     raise MidiError(f"{where}: missing '{key}'")
             param = entry["param"]
-            if param not in names:
+            if param not in names and param != AMOUNT:
                 import difflib
 
-                close = difflib.get_close_matches(str(param), list(names), n=3)
+                close = difflib.get_close_matches(str(param), [*names, AMOUNT], n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise MidiError(f"{where}: {param!r} is not a predicted parameter of the chain{hint}")
             mapping = Mapping(
@@ -178,6 +180,13 @@ class MidiMap:
                 raise MidiError(f"{where}: curve must be linear or log")
             if mapping.mode not in ("replace", "offset"):
                 raise MidiError(f"{where}: mode must be replace or offset")
+            if not 0.0 < mapping.offset_range <= 1.0:
+                raise MidiError(
+                    f"{where}: offset_range must be above 0 and at most 1, a fraction of the "
+                    f"parameter's normalized range (got {mapping.offset_range:g})"
+                )
+            if mapping.min is not None and mapping.min == mapping.max:
+                raise MidiError(f"{where}: min and max are both {mapping.min:g}; the knob would do nothing")
             key = (mapping.channel, mapping.cc)
             if key in seen:
                 raise MidiError(f"{where}: channel {key[0]} CC {key[1]} is already mapped (line {seen[key]})")
@@ -210,17 +219,21 @@ class MidiMap:
 def _int(v, lo: int, hi: int, key: str, where: str) -> int | None:
     if v is None:
         return None
-    if not isinstance(v, int) or not lo <= v <= hi:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise MidiError(f"{where}: {key} must be a whole number from {lo} to {hi} (got {v!r})")
     return v
 
 
 def _float(v, key: str, where: str) -> float | None:
+    """A finite number from the map (:func:`rt_host.lv2.chain.finite_number`, the host's one check)."""
+    from rt_host.lv2.chain import finite_number
+
     if v is None:
         return None
-    if not isinstance(v, (int, float)):
-        raise MidiError(f"{where}: {key} must be a number (got {v!r})")
-    return float(v)
+    try:
+        return finite_number(v, key)
+    except ChainError as exc:
+        raise MidiError(f"{where}: {exc}") from None
 
 
 def default_map_path(chain_name: str, bundle_path: Path | None) -> Path | None:
@@ -239,40 +252,34 @@ def default_map_path(chain_name: str, bundle_path: Path | None) -> Path | None:
 # --- the receiver ----------------------------------------------------------------
 @dataclass
 class CompiledMapping:
-    """A mapping resolved against the chain: CC value → normalized parameter value."""
+    """A mapping resolved against the chain: CC value → normalized parameter value.
+
+    The knob turns over ``knob_row`` (port values ``min`` … ``max`` on its curve) and
+    the value is normalized with the parameter's own row: the one mapping kernel
+    (:mod:`rt_host.lv2.parameters`), not a copy of its arithmetic.
+    """
 
     param_index: int
-    lo_u: float  # the knob's ends, normalized
-    hi_u: float
-    log: bool
+    knob_row: np.ndarray  # a ParameterTable row: the knob's ends in port values, its curve
+    param_row: np.ndarray  # the parameter's row
     mode: str
     offset_range: float
     release_cc: int | None
-    lo_v: float  # port values, for a log knob curve
-    hi_v: float
-    param_log: bool
-    param_lo: float
-    param_hi: float
 
     def normalized(self, value: int) -> float:
         t = value / 127.0
         if self.mode == "offset":
             return (2.0 * t - 1.0) * self.offset_range
-        if self.log == self.param_log:
-            return self.lo_u + t * (self.hi_u - self.lo_u)
-        # a knob curve unlike the parameter's: map in port values, then normalize
-        if self.log:
-            v = self.lo_v * (self.hi_v / self.lo_v) ** t
-        else:
-            v = self.lo_v + t * (self.hi_v - self.lo_v)
-        if self.param_log:
-            return math.log(v / self.param_lo) / math.log(self.param_hi / self.param_lo)
-        return (v - self.param_lo) / (self.param_hi - self.param_lo)
+        return float(to_normalized(to_port(t, self.knob_row), self.param_row))
 
 
 def compile_map(midi_map: MidiMap, chain) -> dict[tuple[int, int], CompiledMapping]:
     out = {}
     for m in midi_map.mappings:
+        if m.param == AMOUNT:  # 0 … 127 → 0 … 100 %, linear
+            row = np.array([0.0, 1.0, 0.0, 0.0, np.inf])
+            out[(m.channel, m.cc)] = CompiledMapping(-1, row, row, AMOUNT, 0.0, m.release_cc)
+            continue
         j = chain.parameter_names.index(m.param)
         p = chain.parameters[j]
         lo_v = p.minimum if m.min is None else m.min
@@ -280,25 +287,106 @@ def compile_map(midi_map: MidiMap, chain) -> dict[tuple[int, int], CompiledMappi
         log = (p.scale == "log") if m.curve is None else m.curve == "log"
         if log and (lo_v <= 0 or hi_v <= 0):
             raise MidiError(f"{midi_map.path}: {m.param}: a log curve needs a positive range")
+        knob = np.array([lo_v, hi_v, float(log), 0.0, np.inf], dtype=np.float64)
         out[(m.channel, m.cc)] = CompiledMapping(
             param_index=j,
-            lo_u=float(p.to_normalized(lo_v)),
-            hi_u=float(p.to_normalized(hi_v)),
-            log=log,
+            knob_row=knob,
+            param_row=p.row(),
             mode=m.mode,
             offset_range=m.offset_range,
             release_cc=m.release_cc,
-            lo_v=lo_v,
-            hi_v=hi_v,
-            param_log=p.scale == "log",
-            param_lo=p.minimum,
-            param_hi=p.maximum,
         )
     return out
 
 
+# what parse_midi finds in an event's bytes
+CHANNEL = "channel"  # a complete channel message: (CHANNEL, status, data1, data2)
+SYSEX = "sysex"  # a complete SysEx (F0 … F7): ignored
+FRAGMENT = "sysex fragment"  # a SysEx cut short by a status byte or the end of the event: dropped
+OTHER = "other"  # system common/real-time messages, stray data bytes, incomplete messages: ignored
+_DATA_BYTES = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
+_COMMON_DATA_BYTES = {0xF1: 1, 0xF2: 2, 0xF3: 1}  # F4, F5 (undefined), F6, F7: none
+
+
+def parse_midi(data) -> list[tuple[str, int, int, int]]:
+    """Split the bytes of one MIDI event into messages the way MIDI 1.0 reads a byte stream.
+
+    ``[(kind, status, data1, data2), …]`` with ``kind`` one of :data:`CHANNEL`,
+    :data:`SYSEX`, :data:`FRAGMENT`, :data:`OTHER`. A SysEx ends at ``F7`` *or at
+    the next status byte* (real-time bytes F8–FF may sit inside it and end
+    nothing): an unterminated ``F0 01 02`` is one fragment, and the messages
+    after it are read, not swallowed. Running status (data bytes continuing the
+    last channel message) is understood. Never raises: anything malformed is
+    an :data:`OTHER` or :data:`FRAGMENT` entry to count.
+    """
+    out: list[tuple[str, int, int, int]] = []
+    running = 0  # the status that bare data bytes continue
+    i, n = 0, len(data)
+    while i < n:
+        b = int(data[i])
+        if b >= 0xF8:  # real-time: one byte, anywhere
+            out.append((OTHER, b, 0, 0))
+            i += 1
+        elif b == 0xF0:
+            j = i + 1
+            while j < n and (data[j] < 0x80 or data[j] >= 0xF8):
+                j += 1
+            if j < n and data[j] == 0xF7:
+                out.append((SYSEX, b, 0, 0))
+                i = j + 1
+            else:
+                out.append((FRAGMENT, b, 0, 0))
+                i = j  # a status byte there starts the next message
+            running = 0
+        elif b >= 0xF0:  # system common: F1–F7 (a lone F7 too)
+            need = _COMMON_DATA_BYTES.get(b, 0)
+            out.append((OTHER, b, 0, 0))
+            i += 1 + min(need, _data_run(data, i + 1, need))
+            running = 0
+        elif b >= 0x80 or running:
+            status = b if b >= 0x80 else running
+            start = i + 1 if b >= 0x80 else i
+            need = _DATA_BYTES[status & 0xF0]
+            got = _data_run(data, start, need)
+            if got < need:
+                out.append((OTHER, status, 0, 0))
+                i = start + got
+                running = 0
+                continue
+            d1 = int(data[start])
+            d2 = int(data[start + 1]) if need == 2 else 0
+            out.append((CHANNEL, status, d1, d2))
+            i = start + need
+            running = status
+        else:  # a data byte with nothing to continue
+            out.append((OTHER, b, 0, 0))
+            i += 1
+    return out
+
+
+def _data_run(data, start: int, need: int) -> int:
+    """How many of the ``need`` bytes from ``start`` are data bytes (< 0x80)."""
+    k = 0
+    while k < need and start + k < len(data) and data[start + k] < 0x80:
+        k += 1
+    return k
+
+
 class Receiver:
-    """Turns MIDI messages into shared-ring events (runs in the MIDI process)."""
+    """Turns MIDI messages into shared-ring events (runs in the MIDI process).
+
+    Each event's bytes go through :func:`parse_midi`, so an event holding a
+    SysEx fragment followed by Control Changes still applies the CCs. Counted
+    in the shared header: every message (``MIDI_RECEIVED``), SysEx fragments
+    dropped (``MIDI_SYSEX_DROPPED``), everything else not applied
+    (``MIDI_IGNORED``, ``MIDI_PICKUP_WAIT``).
+
+    rtmidi's JACK input never hands over the CCs that follow an unterminated
+    SysEx: from ``F0`` on it glues every event to the SysEx until one ends in
+    ``F7`` (``jackProcessIn`` in RtMidi 5.0, ``continueSysex``), then drops the
+    lot as SysEx. Only an input that passes each JACK MIDI event on as it came
+    (JACK-Client's MIDI ports) lets this parser save them.
+    """
 
     def __init__(self, state: shared.SharedState, compiled, midi_map: MidiMap, learn: str | None,
                  chain=None) -> None:  # fmt: skip
@@ -313,19 +401,27 @@ class Receiver:
         self.chain = chain
         self.picked_up: set[int] = set()
 
-    def __call__(self, event, _data=None) -> None:
+    def warm_up(self) -> None:
+        """Run every mapping once (numba loads its compiled kernel on first use: ~0.3 s)."""
+        for cm in self.compiled.values():
+            cm.normalized(64)
+
+    def __call__(self, event, _data=None, *, arrived_ns: int | None = None) -> None:
         message, _delta = event
-        now = time.monotonic_ns()
+        now = time.monotonic_ns() if arrived_ns is None else arrived_ns
         h = self.state.header
-        h[shared.MIDI_RECEIVED] += 1
-        if len(message) != 3 or not 0x80 <= message[0] <= 0xEF:
-            h[shared.MIDI_IGNORED] += 1
-            return
-        status, d1, d2 = message
+        for kind, status, d1, d2 in parse_midi(message):
+            h[shared.MIDI_RECEIVED] += 1
+            if kind == CHANNEL:
+                self._channel_message(status, d1, d2, now)
+            elif kind == FRAGMENT:
+                h[shared.MIDI_SYSEX_DROPPED] += 1
+            else:
+                h[shared.MIDI_IGNORED] += 1
+
+    def _channel_message(self, status: int, d1: int, d2: int, now: int) -> None:
+        h = self.state.header
         kind, channel = status & 0xF0, (status & 0x0F) + 1
-        if d1 > 127 or d2 > 127:
-            h[shared.MIDI_IGNORED] += 1
-            return
         m = self.map
         if (
             kind == 0x90
@@ -360,6 +456,9 @@ class Receiver:
             return
         j = cm.param_index
         u = cm.normalized(d2)
+        if cm.mode == AMOUNT:
+            self.state.push_midi(-1, shared.AMOUNT, u, now)
+            return
         if cm.mode == "offset":
             self.state.push_midi(j, shared.OFFSET, u, now)
             return
@@ -378,28 +477,45 @@ class Receiver:
 
 
 def _receiver_main(shm_name, layout, map_dict, map_path, param_state, port, client_name, learn, api):
+    become_child()  # a killed host must not leave this process (and its JACK MIDI port) behind
     import rtmidi
 
     from rt_host.lv2 import Chain, ChainSpec
 
     state = shared.SharedState.attach(shm_name, layout)
-    midi_in = None
+    midi_in = jack_in = None
     try:
         chain = Chain(ChainSpec.from_dict(param_state))
         midi_map = MidiMap(**{k: v for k, v in map_dict.items() if k != "mappings"})
         midi_map.mappings = [Mapping(**m) for m in map_dict["mappings"]]
         midi_map.path = map_path
         receiver = Receiver(state, compile_map(midi_map, chain), midi_map, learn, chain)
-        midi_in = rtmidi.MidiIn(rtapi=api, name=client_name)
-        midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
-        if port is None:
-            midi_in.open_virtual_port("midi_in")
+        receiver.warm_up()  # compile/load the mapping kernel now, not on the first knob move
+        if api == rtmidi.API_UNIX_JACK:
+            # our own native JACK input (rt_host.live.jack_midi): rtmidi's runs Python in the JACK thread
+            from rt_host.live.jack_midi import JackMidiIn
+
+            jack_in = JackMidiIn(client_name)
+            jack_in.activate()
+            if port is not None:
+                jack_in.connect(port)
         else:
-            midi_in.open_port(midi_in.get_ports().index(port))
-        midi_in.set_callback(receiver)
+            midi_in = rtmidi.MidiIn(rtapi=api, name=client_name)
+            midi_in.ignore_types(sysex=False, timing=True, active_sense=True)  # parse_midi reads SysEx
+            if port is None:
+                midi_in.open_virtual_port("midi_in")
+            else:
+                midi_in.open_port(midi_in.get_ports().index(port))
+            midi_in.set_callback(receiver)  # ALSA calls it from rtmidi's own (not real-time) thread
         state.header[shared.MIDI_READY] = 1
         while state.header[shared.STOP] == 0:
-            time.sleep(0.02)
+            if jack_in is None:
+                time.sleep(0.02)
+                continue
+            for data, arrived_ns in jack_in.read():
+                receiver((data, 0.0), arrived_ns=arrived_ns)
+            state.header[shared.MIDI_DROPPED_EVENTS] = jack_in.dropped
+            time.sleep(0.001)
     except Exception as exc:
         print(f"deepafx-rt: error: MIDI receiver stopped: {exc}", file=sys.stderr)
         state.header[shared.MIDI_READY] = -1
@@ -407,6 +523,8 @@ def _receiver_main(shm_name, layout, map_dict, map_path, param_state, port, clie
         if midi_in is not None:
             midi_in.close_port()
             midi_in.delete()
+        if jack_in is not None:
+            jack_in.close()
         state.close()
 
 
@@ -457,20 +575,19 @@ class MidiInput:
     def stop(self) -> None:
         if self._proc is not None:
             self.state.header[shared.STOP] = 1
-            self._proc.join(5)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(1)
+            stop_child(self._proc)
         self._proc = None
 
     def counts(self) -> dict:
         h = self.state.header
         return {
             "received": int(h[shared.MIDI_RECEIVED]),
-            "applied": int(h[shared.MIDI_APPLIED]),
-            "dropped": int(h[shared.MIDI_DROPPED]),
+            "applied": int(h[shared.EVENTS_APPLIED + shared.MIDI]),
+            "dropped": int(h[shared.EVENTS_DROPPED + shared.MIDI]),
             "ignored": int(h[shared.MIDI_IGNORED]),
             "pickup_waits": int(h[shared.MIDI_PICKUP_WAIT]),
+            "sysex_fragments_dropped": int(h[shared.MIDI_SYSEX_DROPPED]),
+            "events_lost_in_input": int(h[shared.MIDI_DROPPED_EVENTS]),
         }
 
 

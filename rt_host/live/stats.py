@@ -56,6 +56,9 @@ def run_stats(report) -> dict:
         "callbacks": int(len(cb)),
         "inference_ms": percentiles(report.inference_ms, (50, 99)),
         "predictions": report.predictions,
+        "steering": report.steering,  # received / applied / late predictions, port writes, blocks
+        "dropped_predictions": report.dropped_predictions,
+        "skipped_windows": report.skipped_windows,
         "callback_errors": report.callback_errors,
         "nonfinite_out": int(report.nonfinite_out),
         "latency": report.latency,
@@ -63,7 +66,12 @@ def run_stats(report) -> dict:
         "peak_rss_mb_controller_process": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "tensorflow_imported": "tensorflow" in sys.modules,
         "midi": report.midi,
-        "midi_latency_us": percentiles(report.midi_latency_us, (50, 99)),
+        "event_latency_us": percentiles(report.midi_latency_us, (50, 99)),
+        "recorder_overflows": report.recorder_overflows,
+        "controller_cpu_s": report.controller_cpu_s,
+        "controller_cpu_share": (report.controller_cpu_s / report.seconds)
+        if report.controller_cpu_s is not None and report.seconds > 0
+        else None,
     }
 
 
