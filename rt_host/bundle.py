@@ -8,7 +8,7 @@ A bundle is a folder (``exported_models/<task>/``) holding::
 
 ``manifest.toml``::
 
-    format = 1
+    format = 2
     task = "mastering"
     model = "encoder.onnx"
     sample_rate = 22050      # the rate the encoder hears
@@ -17,8 +17,9 @@ A bundle is a folder (``exported_models/<task>/``) holding::
     input_channels = 1       # the encoder hears the mean of the chain's channels
     parameters = [...]       # predicted parameter names, in output order
     [chain]                  # the whole chain file: stages, fixed values, ranges
-    [held]                   # optional: parameter = normalized value the model was trained
+    [held]                   # optional: parameter = value (port units) the model was trained
                              # with and is always played at, whatever the encoder says
+                             # (format 1 bundles gave it normalized; still read)
     [metrics]                # optional: test metrics
     [versions]               # optional: library versions that made it
 
@@ -34,10 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from rt_host.errors import DeepAFxError
+from rt_host.errors import ChainError, DeepAFxError
 from rt_host.lv2.spec import ChainSpec
+from rt_host.steer.geometry import Geometry
+from rt_host.steer.held import HeldParameters
 
-FORMAT = 1
+FORMAT = 2  # 2: [held] in port units (1: normalized)
+READABLE_FORMATS = (1, 2)
 REQUIRED = ("format", "task", "model", "sample_rate", "window", "hop", "parameters", "chain")
 
 
@@ -67,7 +71,7 @@ class Bundle:
     input_name: str = ""
     output_name: str = ""
     metrics: dict = field(default_factory=dict)
-    held: dict[str, float] = field(default_factory=dict)
+    held: HeldParameters | None = None
 
     def session(self, threads: int = 1):
         """A new onnxruntime session for the encoder (CPU, ``threads`` intra-op threads)."""
@@ -79,21 +83,28 @@ class Bundle:
         opts.log_severity_level = 3
         return ort.InferenceSession(str(self.model_path), opts, providers=["CPUExecutionProvider"])
 
-    def predict(self, session, window: np.ndarray) -> np.ndarray:
-        """Normalized parameters for one mono window ``(window,)`` at the model rate."""
-        out = session.run([self.output_name], {self.input_name: window[np.newaxis, :]})[0]
-        return self.hold(np.asarray(out, dtype=np.float32).reshape(-1))
+    def predictor(self, session=None):
+        """A :data:`rt_host.steer.Predictor`: encoder views ``(batch, window)`` → raw outputs ``(batch, n)``.
 
-    def hold(self, u: np.ndarray) -> np.ndarray:
-        """``u`` (``(..., n_params)``, changed in place) with the ``[held]`` parameters at their values.
-
-        A training recipe can hold ports fixed (``[chain] fixed``); the encoder
-        still outputs them, near but not at those values. The host plays what
-        the model was trained and evaluated with.
+        Raw: the ``[held]`` parameters are not yet at their values; the steering
+        paths (:mod:`rt_host.steer`) put them there.
         """
-        for name, value in self.held.items():
-            u[..., self.parameters.index(name)] = value
-        return u
+        session = session or self.session()
+
+        def predict(views: np.ndarray) -> np.ndarray:
+            x = np.ascontiguousarray(views, dtype=np.float32)
+            return np.asarray(session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
+
+        return predict
+
+    def predict(self, session, window: np.ndarray) -> np.ndarray:
+        """Normalized parameters for one mono window ``(window,)`` at the model rate, held values applied."""
+        u = self.predictor(session)(window[np.newaxis, :])[0].astype(np.float64)
+        return self.held.apply(u) if self.held else u
+
+    def geometry(self, rate: int, delay_s: float | None = None) -> Geometry:
+        """The bundle's window and hop at the chain's ``rate`` (:class:`rt_host.steer.Geometry`)."""
+        return Geometry.at(rate, self.sample_rate, self.window, self.hop, delay_s)
 
 
 def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
@@ -118,8 +129,11 @@ def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise BundleError(f"{manifest_path}: missing key(s) {', '.join(missing)}")
-    if m["format"] != FORMAT:
-        raise BundleError(f"{manifest_path}: format {m['format']!r}; this host reads format {FORMAT}")
+    if m["format"] not in READABLE_FORMATS:
+        raise BundleError(
+            f"{manifest_path}: format {m['format']!r}; this host reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}"
+        )
     for key in ("sample_rate", "window", "hop"):
         if not isinstance(m[key], int) or m[key] <= 0:
             raise BundleError(f"{manifest_path}: {key} must be a positive whole number")
@@ -134,12 +148,16 @@ def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
             f"{manifest_path}: 'parameters' do not match the chain's predicted ports "
             f"({len(m['parameters'])} listed, {chain.n_params} in the chain)"
         )
-    held = m.get("held", {})
-    if not isinstance(held, dict) or any(
-        k not in chain.parameter_names or not isinstance(v, int | float) or not 0 <= v <= 1
-        for k, v in held.items()
-    ):
-        raise BundleError(f"{manifest_path}: [held] must map predicted parameters to values in [0, 1]")
+    held_raw = m.get("held", {})
+    if not isinstance(held_raw, dict):
+        raise BundleError(f"{manifest_path}: [held] must be a table of predicted parameters")
+    try:
+        if m["format"] == 1:
+            held = HeldParameters.from_normalized(chain.parameters, held_raw, f"{manifest_path} [held]")
+        else:
+            held = HeldParameters(chain.parameters, held_raw, f"{manifest_path} [held]")
+    except ChainError as exc:
+        raise BundleError(str(exc)) from None
     model_path = path / str(m["model"])
     bundle = Bundle(
         path=path,
@@ -152,7 +170,7 @@ def load_bundle(path_or_task: str | Path, world=None) -> Bundle:
         parameters=list(m["parameters"]),
         chain_spec=spec,
         metrics=dict(m.get("metrics", {})),
-        held={k: float(v) for k, v in held.items()},
+        held=held,
     )
     _check_model(bundle, chain.n_params)
     return bundle

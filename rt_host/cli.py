@@ -7,11 +7,14 @@ host, ``--task`` rendering with a trained model) slot in beside these.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
 from rt_host.errors import DeepAFxError
+from rt_host.steer.geometry import DEFAULT_DELAY_S
 
 PROG = "deepafx-rt"
 
@@ -111,12 +114,16 @@ def cmd_render(args: argparse.Namespace) -> int:
         compensate_latency=not args.keep_latency,
         bundle=bundle,
         smoothing_s=args.smoothing,
+        delay_s=args.delay,
         params_log=args.params_log,
         plot=args.plot,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     if bundle is not None:
+        dropped = report.dropped_predictions
+        lost = f", {dropped} of them NaN/Inf and dropped" if dropped else ""
         print(f"the {bundle.task!r} model ({bundle.path}) predicted {report.predictions} times "
-              f"(median {report.inference_ms_p50 or 0:.1f} ms each)")  # fmt: skip
+              f"(median {report.inference_ms_p50 or 0:.1f} ms each{lost})")  # fmt: skip
     lat = f"latency {report.latency_samples} samples " + ("kept" if args.keep_latency else "compensated")
     print(
         f"rendered {report.seconds:.2f} s through {report.chain!r} at {report.chain_rate} Hz "
@@ -136,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from rt_host.bench import live
 
         blocks = [int(b) for b in args.blocks.split(",")]
-        live.run(blocks, args.soak or args.seconds, args.json)
+        live.run(blocks, args.seconds, args.json, realtime=args.realtime, soak=args.soak)
     return 0
 
 
@@ -173,6 +180,7 @@ def cmd_live(args: argparse.Namespace) -> int:
         plot=args.plot,
         freeze=args.freeze,
         smoothing_s=args.smoothing,
+        delay_s=args.delay,
         controller=args.controller,
         duration=args.duration,
         status=not args.quiet,
@@ -181,6 +189,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         midi_in=args.midi_in,
         midi_map=args.midi_map,
         midi_learn=args.midi_learn,
+        web=args.web,
+        web_token=args.web_token,
     )
     report = LiveHost(options).run()
     _print_live_summary(report, options)
@@ -193,8 +203,18 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def _print_live_summary(report, options) -> None:
     stream = sys.stderr if report.exit_code else sys.stdout
-    print(f"{PROG}: {report.reason} after {report.seconds:.1f} s "
-          f"({report.xruns} xruns, {report.predictions} predictions)", file=stream)  # fmt: skip
+    late = report.steering.get("late", 0)
+    extra = "".join(
+        f", {n} {what}"
+        for n, what in ((late, "late"), (report.dropped_predictions, "dropped (NaN/Inf)"),
+                        (report.skipped_windows, "windows skipped"))
+        if n
+    )  # fmt: skip
+    over = (
+        int((report.callback_us > 1e6 * report.block / report.sample_rate).sum()) if report.sample_rate else 0
+    )
+    counts = f"{report.xruns} xruns, {over} callbacks over the period, {report.predictions} predictions"
+    print(f"{PROG}: {report.reason} after {report.seconds:.1f} s ({counts}{extra})", file=stream)
     for label, path in (("recording", options.record), ("parameters", options.params_log),
                         ("automation plot", options.plot)):  # fmt: skip
         if path:
@@ -203,10 +223,21 @@ def _print_live_summary(report, options) -> None:
 
 # --- midi ------------------------------------------------------------------
 def cmd_midi(args: argparse.Namespace) -> int:
+    import rtmidi
+
     from rt_host.live.midi import api_name, list_ports, midi_api
 
     api = midi_api()
-    ports = list_ports(api)
+    try:
+        with _c_stderr_silenced():  # libjack prints its own lines when no server runs
+            ports = list_ports(api)
+    except rtmidi.RtMidiError as exc:
+        if api == rtmidi.API_UNIX_JACK:  # no ALSA sequencer here: MIDI comes through JACK
+            raise DeepAFxError(
+                "no JACK server is running, and without ALSA (/dev/snd/seq) MIDI sources are JACK MIDI "
+                "ports: start JACK (e.g. jackd -d alsa, or qjackctl) and list again"
+            ) from None
+        raise DeepAFxError(f"cannot list {api_name(api)} MIDI sources: {exc}") from None
     print(f"MIDI sources ({api_name(api)}):")
     for port in ports:
         print(f"  {port}")
@@ -215,11 +246,27 @@ def cmd_midi(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """Send what C libraries write to file descriptor 2 to /dev/null for a moment (Python's own
+    ``sys.stderr`` writes are flushed first and go on as before afterwards)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 # --- demo ------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from rt_host.demo import run_demo
 
-    return run_demo(Path(args.out), args.seconds)
+    return run_demo(Path(args.out), args.seconds, web=args.web)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -248,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoothing", type=float, default=0.1, metavar="SECONDS",
         help="time constant of the glide towards each prediction, as live (default 0.1)",
     )  # fmt: skip
+    p.add_argument(
+        "--delay", type=float, metavar="SECONDS",
+        help=f"from a window's end to the first block its prediction steers, as live (default "
+        f"{DEFAULT_DELAY_S:g} s, at most half the model's hop)",
+    )  # fmt: skip
     p.add_argument("--params-log", type=Path, metavar="FILE.csv", help="write the model's automation")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="plot the model's automation")
     p.add_argument(
@@ -259,7 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--params", type=Path, metavar="FILE", help="port values (.toml/.json) or automation over time (.csv)"
     )
-    p.add_argument("--block", type=int, default=1024, help="frames per plugin run (default 1024)")
+    p.add_argument(
+        "--block", type=int, default=128,
+        help="frames per plugin run and per automation step (default 128, the live host's usual period: "
+        "at the live host's rate and period, a model's render plays what the live host plays)",
+    )  # fmt: skip
     p.add_argument(
         "--map-channels",
         choices=["auto", "duplicate", "mix", "first"],
@@ -288,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--blocks", default="128,256", help="comma-separated JACK periods")
     b.add_argument("--seconds", type=float, default=60.0, help="length of each measured phase")
     b.add_argument("--soak", type=float, metavar="SECONDS", help="a long run instead (e.g. 600)")
+    b.add_argument(
+        "--realtime",
+        choices=["on", "off", "both"],
+        default="on",
+        help="JACK server scheduling: real-time (default), not (jackd --no-realtime), or both runs",
+    )
     b.add_argument("--json", type=Path, default=Path("bench-results/live.json"))
     p.set_defaults(func=cmd_bench)
 
@@ -323,6 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="time constant of parameter smoothing (default 0.1 s)",
     )
     p.add_argument(
+        "--delay", type=float, metavar="SECONDS",
+        help=f"from a window's end to the first block its prediction steers (default {DEFAULT_DELAY_S:g} s, "
+        "at most half the model's hop)",
+    )  # fmt: skip
+    p.add_argument(
+        "--web", metavar="[HOST:]PORT",
+        help="serve the control page (127.0.0.1 unless a host is given; other hosts need a token)",
+    )  # fmt: skip
+    p.add_argument(
+        "--web-token", metavar="TOKEN", help="the token a non-loopback --web needs (default: generated)"
+    )
+    p.add_argument(
         "--controller",
         choices=["process", "thread"],
         default="process",
@@ -355,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="master an example live on a self-started dummy JACK server")
     p.add_argument("--out", default="demo-output", help="folder for the results")
     p.add_argument("--seconds", type=float, default=15.0, help="length of the example")
+    p.add_argument(
+        "--web", metavar="[HOST:]PORT",
+        help="serve the control page while it plays (127.0.0.1 unless a host is given; other hosts get a "
+        "generated token)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -363,9 +442,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["bench", "spsa"]:
-        # the training benchmark parses its own options (training/bench_spsa.py)
-        from training.bench_spsa import main as spsa_main
-
+        # the training benchmark parses its own options (training/spsa/bench.py); the product itself
+        # never imports training code, and runs without the training extra
+        try:
+            from training.spsa.bench import main as spsa_main
+        except ImportError as exc:
+            need = f"`bench spsa` needs the training code and its extra ({exc.name} is missing)"
+            how = "run it from a checkout with `pip install -e '.[training]'` (./install.sh does)"
+            print(f"{PROG}: error: {need}; {how}", file=sys.stderr)
+            return 2
         return spsa_main(argv[2:])
     # `deepafx-rt --task mastering …` is the live host: route it to `live`
     first = next((i for i, a in enumerate(argv) if a not in ("-q", "--quiet")), None)

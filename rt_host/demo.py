@@ -4,7 +4,7 @@ It starts ``jackd -d dummy`` (48 kHz, 128 frames) when no server runs, plays an
 un-mastered excerpt of a Debian-packaged track through the mastering chain as
 a JACK client, records the output, and writes the parameter automation and the
 spectra as PNGs. The excerpt is made at start-up the way the data set is
-(:func:`training.data.mastering_example`: a test-split track, degraded with its
+(:func:`rt_host.unmaster.example`: a test-split track, degraded with its
 seeded parameters) and is not committed. With
 a trained bundle in ``exported_models/mastering`` the model steers the chain;
 until one lands the chain runs at its default parameters, and the demo says so.
@@ -49,17 +49,19 @@ def plot_spectra(before: np.ndarray, after: np.ndarray, rate: int, path: Path) -
     plt.close(fig)
 
 
-def run_demo(out_dir: Path, seconds: float = 15.0) -> int:
+def run_demo(out_dir: Path, seconds: float = 15.0, web: str | None = None) -> int:
+    """Master the example live; ``web``: ``"[HOST:]PORT"`` to serve the control page while it plays."""
     from rt_host.live.host import LiveHost, LiveOptions
     from rt_host.live.server import ensure_server
 
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / "example-unmastered.wav"
     rec = out_dir / "example-live-mastered.wav"
-    from training.data import mastering_example  # numpy/scipy/soundfile only: no TensorFlow
+    from rt_host import unmaster
 
-    example, _, source = mastering_example(seconds)
-    print(f"deepafx-rt demo: example: {seconds:g} s of {source.path} ({source.package}), un-mastered")
+    example, _ = unmaster.example(seconds)
+    print(f"deepafx-rt demo: example: {seconds:g} s of {unmaster.EXAMPLE_TRACK} "
+          f"({unmaster.EXAMPLE_PACKAGE}), un-mastered")  # fmt: skip
     audio_io.write_audio(src, example, 44100)
     has_model = (bundle_dir("mastering") / "manifest.toml").is_file()
     if has_model:
@@ -79,6 +81,7 @@ def run_demo(out_dir: Path, seconds: float = 15.0) -> int:
             params_log=out_dir / "automation.csv",
             plot=out_dir / "automation.png",
             status=True,
+            web=web,
         )
         report = LiveHost(options).run()
     finally:

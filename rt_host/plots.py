@@ -21,7 +21,8 @@ def plot_automation(chain: Chain, times: np.ndarray, norm: np.ndarray, path: Pat
     for ax, stage in zip(axes[:, 0], stages):
         cols = [j for j, p in enumerate(chain.parameters) if p.stage == stage]
         for j in cols:
-            ax.plot(times, norm[:, j], lw=1, label=chain.parameters[j].symbol)
+            # rows are the moments ports were written: a value holds until the next row
+            ax.step(times, norm[:, j], where="post", lw=1, label=chain.parameters[j].symbol)
         ax.set(ylabel=f"{stage}\n(normalized)", ylim=(-0.02, 1.02))
         ax.grid(alpha=0.3)
         if len(cols) <= 12:

@@ -5,7 +5,15 @@ All return float32 ``(channels, samples)``.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
+
+
+def track_rng(seed: int, track_id: str) -> np.random.Generator:
+    """The random generator of one track (of a data set, or the demo's example): it depends only on
+    the seed and the id, not on other tracks."""
+    return np.random.default_rng(np.random.SeedSequence([seed, zlib.crc32(track_id.encode())]))
 
 
 def db_to_gain(db: float) -> float:

@@ -11,12 +11,12 @@ import pytest
 import tomli_w
 
 from rt_host.bundle import BundleError, load_bundle, write_level_follower_bundle
-from rt_host.lv2 import ChainSpec
+from rt_host.lv2 import Chain, ChainSpec
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
-    return write_level_follower_bundle(tmp_path_factory.mktemp("good"), ChainSpec.load("mastering"))
+    return write_level_follower_bundle(tmp_path_factory.mktemp("good"), ChainSpec.load("mastering-v1"))
 
 
 @pytest.fixture
@@ -47,16 +47,25 @@ def test_a_good_bundle_loads_and_predicts_in_range(good):
 
 
 def test_held_parameters_are_played_at_their_values_whatever_the_encoder_says(copy):
-    edit_manifest(copy, held={"limiter.th": 0.25, "mbc.freq0": 1.0})
+    edit_manifest(copy, held={"limiter.th": 0.5, "mbc.freq0": 400.0})  # port units (format 2)
     b = load_bundle(copy)
+    chain = Chain(b.chain_spec)
     s = b.session()
     for level in (0.3, 0.003):  # the stand-in's outputs follow the level; the held two do not
         u = b.predict(s, np.full(b.window, level, np.float32))
-        assert u[b.parameters.index("limiter.th")] == 0.25
-        assert u[b.parameters.index("mbc.freq0")] == 1.0
+        values = chain.denormalize(u)
+        assert values[b.parameters.index("limiter.th")] == pytest.approx(0.5)
+        assert values[b.parameters.index("mbc.freq0")] == pytest.approx(400.0)
     raw = s.run([b.output_name], {b.input_name: np.full((1, b.window), level, np.float32)})[0][0]
     free = [i for i, n in enumerate(b.parameters) if n not in b.held]
-    np.testing.assert_array_equal(u[free], raw[free])  # the rest is the encoder's
+    np.testing.assert_allclose(u[free], raw[free], rtol=1e-7)  # the rest is the encoder's
+
+
+def test_format_1_bundles_held_normalized_values(copy):
+    edit_manifest(copy, format=1, held={"mbc.freq0": 1.0})
+    b = load_bundle(copy)
+    assert b.held.port == {"mbc.freq0": pytest.approx(400.0)}
+    assert b.held.normalized == {"mbc.freq0": pytest.approx(1.0)}
 
 
 def test_front_end_stand_in_loads(tmp_path):
@@ -70,12 +79,12 @@ def test_front_end_stand_in_loads(tmp_path):
         (lambda p: (p / "manifest.toml").unlink(), "has no manifest.toml"),
         (lambda p: (p / "manifest.toml").write_text("format = [1"), "not valid TOML"),
         (lambda p: edit_manifest(p, window=None), "missing key(s) window"),
-        (lambda p: edit_manifest(p, format=9), "this host reads format 1"),
+        (lambda p: edit_manifest(p, format=9), "this host reads formats 1, 2"),
         (lambda p: edit_manifest(p, hop=100000), "is longer than the window"),
         (lambda p: edit_manifest(p, window=4096), "input shape"),
         (lambda p: edit_manifest(p, parameters=["a.b"]), "do not match the chain"),
-        (lambda p: edit_manifest(p, held={"a.b": 0.5}), "[held] must map predicted parameters"),
-        (lambda p: edit_manifest(p, held={"limiter.th": 1.5}), "[held] must map predicted parameters"),
+        (lambda p: edit_manifest(p, held={"a.b": 0.5}), "'a.b' is not a predicted parameter"),
+        (lambda p: edit_manifest(p, held={"limiter.th": 1.5}), "limiter.th = 1.5 is outside its range"),
         (lambda p: (p / "encoder.onnx").unlink(), "model file encoder.onnx is missing"),
         (lambda p: (p / "encoder.onnx").write_bytes(b"\x08\x01garbage"), "not a valid ONNX model"),
     ],
@@ -112,7 +121,7 @@ def test_output_shape_must_match_the_chain(tmp_path):
     # a bundle made for the nonspeech chain (23 outputs) but claiming the mastering chain
     p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"))
     m = tomllib.loads((p / "manifest.toml").read_text())
-    mastering = ChainSpec.load("mastering")
+    mastering = ChainSpec.load("mastering-v1")
     m["chain"] = mastering.to_dict()
     from rt_host.lv2 import Chain
 

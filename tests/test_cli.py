@@ -74,7 +74,7 @@ def test_plugins_ambiguous_query_lists_candidates(capsys):
 # --- render: the happy paths --------------------------------------------------
 def test_render_mastering_writes_finite_audio_at_the_input_rate(capsys, tmp_path, stereo_wav):
     out = tmp_path / "out.flac"
-    code, text, _ = run_cli(capsys, "render", stereo_wav, out, "--chain", "mastering",
+    code, text, _ = run_cli(capsys, "render", stereo_wav, out, "--chain", "mastering-v1",
                             "--set", "limiter.th=0.5")  # fmt: skip
     assert code == 0, text
     y, rate = sf.read(out, always_2d=True)
@@ -87,7 +87,7 @@ def test_render_mastering_writes_finite_audio_at_the_input_rate(capsys, tmp_path
 def test_render_resamples_to_the_chain_rate_and_back(capsys, tmp_path):
     src = write(tmp_path / "in48.wav", sine(1000, 2.0, 48000, -12.0, channels=2), 48000)
     out = tmp_path / "out.wav"
-    code, _, err = run_cli(capsys, "render", src, out, "--chain", "mastering")
+    code, _, err = run_cli(capsys, "render", src, out, "--chain", "mastering-v1")
     assert code == 0, err
     assert "resampling" in err
     info = sf.info(out)
@@ -98,14 +98,14 @@ def test_render_params_toml_and_csv_automation(capsys, tmp_path, stereo_wav):
     params = tmp_path / "p.toml"
     params.write_text('"limiter.th" = 0.3\n')
     out = tmp_path / "a.wav"
-    assert run_cli(capsys, "render", stereo_wav, out, "--chain", "mastering", "--params", params)[0] == 0
+    assert run_cli(capsys, "render", stereo_wav, out, "--chain", "mastering-v1", "--params", params)[0] == 0
     y, _ = sf.read(out)
     assert np.max(np.abs(y[4410:])) <= 0.3 * 1.05
 
     auto = tmp_path / "auto.csv"
     auto.write_text("time,limiter.th\n0,1.0\n1.5,0.25\n")
     out2 = tmp_path / "b.wav"
-    assert run_cli(capsys, "render", stereo_wav, out2, "--chain", "mastering", "--params", auto)[0] == 0
+    assert run_cli(capsys, "render", stereo_wav, out2, "--chain", "mastering-v1", "--params", auto)[0] == 0
     y2, _ = sf.read(out2)
     first, second = np.max(np.abs(y2[4410:60000])), np.max(np.abs(y2[72000:]))
     assert second <= 0.25 * 1.05 < first
@@ -123,13 +123,13 @@ def test_render_mono_chain_needs_explicit_downmix(capsys, tmp_path):
 
 # --- render: every bad input ends in one line ---------------------------------
 def test_unknown_port_symbol(capsys, tmp_path, stereo_wav):
-    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering",
+    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering-v1",
                            "--set", "limiter.thx=0.5")  # fmt: skip
     assert code == 2 and "did you mean th" in one_error_line(err)
 
 
 def test_value_outside_range_is_clamped_with_a_warning(capsys, tmp_path, stereo_wav):
-    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering",
+    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering-v1",
                            "--set", "limiter.th=5")  # fmt: skip
     assert code == 0
     assert "warning: limiter.th = 5 is outside" in err and "clamped to 1" in err
@@ -154,13 +154,13 @@ def test_plugin_needing_a_missing_feature_is_named(capsys, tmp_path, stereo_wav)
 def test_corrupt_audio_file(capsys, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 10)
-    code, _, err = run_cli(capsys, "render", bad, tmp_path / "o.wav", "--chain", "mastering")
+    code, _, err = run_cli(capsys, "render", bad, tmp_path / "o.wav", "--chain", "mastering-v1")
     assert code == 2 and "cannot read" in one_error_line(err)
 
 
 def test_missing_input_file(capsys, tmp_path):
     code, _, err = run_cli(
-        capsys, "render", tmp_path / "nope.wav", tmp_path / "o.wav", "--chain", "mastering"
+        capsys, "render", tmp_path / "nope.wav", tmp_path / "o.wav", "--chain", "mastering-v1"
     )
     assert code == 2 and "does not exist" in one_error_line(err)
 
@@ -171,7 +171,7 @@ def test_nan_and_inf_are_replaced_counted_and_never_output(capsys, tmp_path):
     x[1, 2000] = np.inf
     src = write(tmp_path / "nan.wav", x, 44100)
     out = tmp_path / "o.wav"
-    code, _, err = run_cli(capsys, "render", src, out, "--chain", "mastering")
+    code, _, err = run_cli(capsys, "render", src, out, "--chain", "mastering-v1")
     assert code == 0
     assert "replaced 11 non-finite sample(s)" in err
     assert np.all(np.isfinite(sf.read(out)[0]))
@@ -180,11 +180,11 @@ def test_nan_and_inf_are_replaced_counted_and_never_output(capsys, tmp_path):
 def test_unwritable_output_fails_before_any_work(capsys, tmp_path, stereo_wav):
     before = stereo_wav.read_bytes()
     code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "no" / "such" / "o.wav",
-                           "--chain", "mastering")  # fmt: skip
+                           "--chain", "mastering-v1")  # fmt: skip
     assert code == 2 and "does not exist" in one_error_line(err)
-    code, _, err = run_cli(capsys, "render", stereo_wav, stereo_wav, "--chain", "mastering")
+    code, _, err = run_cli(capsys, "render", stereo_wav, stereo_wav, "--chain", "mastering-v1")
     assert code == 2 and "refusing to overwrite the input" in one_error_line(err)
-    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.xyz", "--chain", "mastering")
+    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.xyz", "--chain", "mastering-v1")
     assert code == 2 and "extension" in one_error_line(err)
     assert stereo_wav.read_bytes() == before
 
@@ -196,7 +196,7 @@ def test_unknown_chain_lists_available(capsys, tmp_path, stereo_wav):
 
 
 def test_bad_set_syntax(capsys, tmp_path, stereo_wav):
-    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering",
+    code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastering-v1",
                            "--set", "limiter.th")  # fmt: skip
     assert code == 2 and "STAGE.SYMBOL=VALUE" in one_error_line(err)
 
@@ -206,7 +206,7 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
     exe = shutil.which("deepafx-rt", path=str(Path(sys.executable).parent))
     assert exe, "deepafx-rt console script is not installed in this environment"
     proc = subprocess.run([exe, "render", str(tmp_path / "x.wav"), str(tmp_path / "y.wav"),
-                           "--chain", "mastering"], capture_output=True, text=True)  # fmt: skip
+                           "--chain", "mastering-v1"], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("deepafx-rt: error:") and "Traceback" not in proc.stderr
 

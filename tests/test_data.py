@@ -1,4 +1,4 @@
-"""The data set builder (training/data.py) on small generated source trees.
+"""The data set builder (training/data/) on small generated source trees.
 
 Every build here runs on a few seconds of generated audio in a temporary
 folder; only ``test_slow_real_debian_music_subset`` reads the packaged music.
@@ -18,8 +18,12 @@ import pytest
 import scipy.signal
 import soundfile as sf
 
-from training import data as D
-from training.metrics import loudness
+from rt_host import unmaster as U
+from rt_host.loudness import loudness
+from rt_host.steer.view import encoder_view
+from training.data import builder as D
+from training.data import mastering as M
+from training.data.__main__ import main as data_main
 
 RATE = 44100
 
@@ -54,7 +58,7 @@ def source_tree(tmp_path_factory) -> list[D.Source]:
 
 
 def build(tmp: Path, sources, seed: int = 0, **kw) -> Path:
-    return D.build_mastering(tmp, seed, sources=sources, workers=kw.pop("workers", 1), progress=False, **kw)
+    return M.build_mastering(tmp, seed, sources=sources, workers=kw.pop("workers", 1), progress=False, **kw)
 
 
 def arrays(cache: Path) -> dict[str, np.ndarray]:
@@ -160,7 +164,7 @@ def test_the_cache_rebuilds_when_seed_sources_or_files_change(tmp_path, source_t
                 tmp_path / "c",
                 source_tree[:5],
                 seed=7,
-                ranges=replace(D.MasteringDegradation(), eq_q=(1.0, 2.0)),
+                ranges=replace(U.MasteringDegradation(), eq_q=(1.0, 2.0)),
             ),
             "another recipe",
         ),
@@ -175,14 +179,14 @@ def test_the_cache_rebuilds_when_seed_sources_or_files_change(tmp_path, source_t
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="training.data"):
         build(
-            tmp_path / "c", source_tree[:5], seed=7, ranges=replace(D.MasteringDegradation(), eq_q=(1.0, 2.0))
+            tmp_path / "c", source_tree[:5], seed=7, ranges=replace(U.MasteringDegradation(), eq_q=(1.0, 2.0))
         )
     assert "truncated" in caplog.text
 
 
 # --- the degradation ----------------------------------------------------------------------
 def test_inputs_are_6_to_20_dB_quieter_and_peak_below_the_ceiling(built):
-    r = D.MasteringDegradation()
+    r = U.MasteringDegradation()
     for t in D.load_tracks(built):
         x, y = np.asarray(t.input), np.asarray(t.target)
         level = loudness(x, RATE) - loudness(y, RATE)
@@ -206,13 +210,13 @@ def welch_db(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_the_degradation_eq_is_the_designed_filter_and_changes_the_spectrum():
     y = music_like(8.0, RATE, 2, seed=11).T.copy()
     y *= 0.3 / np.abs(y).max()
-    flat = D.MasteringDegradation(expansion_ratio=(1.0, 1.0))  # no expansion: the spectrum ratio is the EQ
-    params = D.draw_mastering_params(np.random.default_rng(2), flat)
+    flat = U.MasteringDegradation(expansion_ratio=(1.0, 1.0))  # no expansion: the spectrum ratio is the EQ
+    params = U.draw_mastering_params(np.random.default_rng(2), flat)
     params["tilt_db_per_octave"] = 0.8
-    x, rec = D.degrade_mastering(y, RATE, params, flat)
+    x, rec = U.degrade_mastering(y, RATE, params, flat)
     f, px = welch_db(x)
     _, py = welch_db(y)
-    _, h = scipy.signal.sosfreqz(D.mastering_eq_sos(params, RATE), worN=f, fs=RATE)
+    _, h = scipy.signal.sosfreqz(U.mastering_eq_sos(params, RATE), worN=f, fs=RATE)
     design = 20 * np.log10(np.abs(h)) + rec["gain_db"]
     band = (f > 80) & (f < 12000)
     assert np.max(np.abs((px - py)[band] - design[band])) < 0.6
@@ -225,7 +229,7 @@ def test_the_degradation_eq_is_the_designed_filter_and_changes_the_spectrum():
 def test_tilt_is_a_straight_line_in_db_per_octave():
     for slope in (-1.0, 0.5, 1.0):
         f = 1000.0 * 2.0 ** np.arange(-4, 4)  # 62.5 Hz … 8 kHz
-        _, h = scipy.signal.sosfreqz(D.tilt_sos(slope, RATE), worN=f, fs=RATE)
+        _, h = scipy.signal.sosfreqz(U.tilt_sos(slope, RATE), worN=f, fs=RATE)
         db = 20 * np.log10(np.abs(h))
         assert db[4] == pytest.approx(0.0, abs=1e-9)  # 0 dB at the 1 kHz pivot
         assert np.allclose(np.diff(db), slope, atol=0.15)
@@ -237,9 +241,9 @@ def test_expansion_widens_the_level_differences_by_its_ratio():
     # passages 10 dB apart: the expander's gain stays inside its −18/+6 dB clamps for any drawn ratio
     levels = np.repeat([0.1, 0.1 * 10**0.5] * 6, seg)
     y = (rng.standard_normal((2, levels.size)) * levels).astype(np.float32)
-    no_eq = D.MasteringDegradation(tilt_db_per_octave=(0.0, 0.0), eq_bands=(0, 0))
-    params = D.draw_mastering_params(np.random.default_rng(4), no_eq)
-    x, _ = D.degrade_mastering(y, RATE, params, no_eq)
+    no_eq = U.MasteringDegradation(tilt_db_per_octave=(0.0, 0.0), eq_bands=(0, 0))
+    params = U.draw_mastering_params(np.random.default_rng(4), no_eq)
+    x, _ = U.degrade_mastering(y, RATE, params, no_eq)
 
     def passage_db(a: np.ndarray, k: int) -> float:  # RMS of the middle of passage k (envelope settled)
         mid = a[:, k * seg + seg // 4 : (k + 1) * seg - seg // 4]
@@ -291,29 +295,29 @@ def test_iter_windows_walks_a_fixed_grid():
     assert np.array_equal(wins[1].target, t.target[:, 3000:6000])
 
 
-def test_the_encoder_view_is_mono_22050_hz_40960_samples():
+def test_the_encoder_view_is_mono_at_the_model_rate_newest_samples_last():
     n = 81920
     tone = np.sin(2 * np.pi * 1000 * np.arange(n) / RATE).astype(np.float32)
     x = np.stack([tone, tone])
-    v = D.encoder_view(x)
-    assert v.shape == (D.ENCODER_SAMPLES,) and v.dtype == np.float32
+    v = encoder_view(x, RATE, 22050, 40960)
+    assert v.shape == (40960,) and v.dtype == np.float32
     spectrum = np.abs(np.fft.rfft(v * np.hanning(v.size)))
-    assert np.fft.rfftfreq(v.size, 1 / D.ENCODER_RATE)[spectrum.argmax()] == pytest.approx(1000, abs=2)
-    batch = D.encoder_view(np.stack([x, -x, 0 * x]))
-    assert batch.shape == (3, D.ENCODER_SAMPLES)
+    assert np.fft.rfftfreq(v.size, 1 / 22050)[spectrum.argmax()] == pytest.approx(1000, abs=2)
+    batch = encoder_view(np.stack([x, -x, 0 * x]), RATE, 22050, 40960)
+    assert batch.shape == (3, 40960)
     assert np.allclose(batch[0], v, atol=1e-6) and np.allclose(batch[1], -v, atol=1e-6)
-    short = D.encoder_view(x[:, :44100], anchor="end")  # 22,050 samples, zero-padded in front
-    assert short.shape == (D.ENCODER_SAMPLES,) and np.all(short[:1000] == 0) and np.any(short[-1000:] != 0)
+    short = encoder_view(x[:, :44100], RATE, 22050, 40960)  # 22,050 samples, zero-padded in front
+    assert short.shape == (40960,) and np.all(short[:1000] == 0) and np.any(short[-1000:] != 0)
 
 
 # --- errors ---------------------------------------------------------------------------------
 def test_missing_debian_packages_say_install_sh(tmp_path, monkeypatch, capsys):
     with pytest.raises(D.DataError, match=r"warzone2100-music.*\./install\.sh"):
-        D.mastering_sources(tmp_path)
-    monkeypatch.setattr(D, "DEBIAN_SHARE", tmp_path)
-    assert D.main(["mastering", "--cache", str(tmp_path / "c"), "--quiet"]) == 2
+        M.mastering_sources(tmp_path)
+    monkeypatch.setattr(M, "DEBIAN_SHARE", tmp_path)
+    assert data_main(["mastering", "--cache", str(tmp_path / "c"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("data.py: error:") and "./install.sh" in err[0]
+    assert len(err) == 1 and err[0].startswith("training.data: error:") and "./install.sh" in err[0]
 
 
 def test_an_unreadable_source_is_one_clear_error(tmp_path, source_tree):
@@ -324,7 +328,7 @@ def test_an_unreadable_source_is_one_clear_error(tmp_path, source_tree):
 
 
 def test_loading_an_unbuilt_cache_says_how_to_build(tmp_path):
-    with pytest.raises(D.DataError, match="python training/data.py"):
+    with pytest.raises(D.DataError, match="python -m training.data"):
         D.load_tracks(tmp_path)
 
 
@@ -335,7 +339,7 @@ FOF = Path("/usr/share/games/fretsonfire/data/songs")
 @pytest.mark.skipif(not FOF.is_dir(), reason="fretsonfire-songs-* not installed (./install.sh)")
 def test_slow_real_debian_music_subset(tmp_path):
     """Three Frets on Fire songs through the real pipeline: Vorbis in, 44.1 kHz stereo pairs out."""
-    songs = [s for s in D.mastering_sources() if s.collection == "fretsonfire"]
+    songs = [s for s in M.mastering_sources() if s.collection == "fretsonfire"]
     songs = sorted(songs, key=lambda s: os.path.getsize(s.path))[:3]
     cache = build(tmp_path, songs, workers=2)
     m = manifest(cache)

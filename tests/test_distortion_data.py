@@ -1,4 +1,4 @@
-"""The distortion data set (training/distortion_data.py) and its reference chain, with the real parts.
+"""The distortion data set (training/data/distortion.py) and its reference chain, with the real parts.
 
 The reference tube preamp (guitarix) runs for real; the builder tests render a
 tiny corpus — three short songs, guitar and bass, through fluidsynth and the
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from rt_host.lv2 import Chain
-from training import distortion_data as DD
 from training.data import DataError, load_tracks
+from training.data import distortion as DD
 
 RATE = DD.RATE
 TINY = DD.CorpusRecipe(songs=3, song_seconds=4.0, recorded=False)
@@ -198,9 +198,9 @@ def test_a_second_build_reuses_the_corpus_and_the_tracks(builds, caplog):
 
 # --- the chain study's premise -------------------------------------------------------------------
 def test_calf_saturator_is_broken_at_22050_hz_and_the_study_candidates_render():
-    """Why training/distortion_chain_study.py tries a Tape Simulator instead of the Calf Saturator."""
+    """Why training/studies/distortion_chain.py tries a Tape Simulator instead of the Calf Saturator."""
     from rt_host.lv2 import ChainSpec
-    from training.distortion_chain_study import candidates
+    from training.studies.distortion_chain import candidates
 
     saturator = ChainSpec.loads(
         'name = "s"\nchannels = 1\noutput = "mix"\n[[stage]]\nname = "sat"\n'

@@ -28,7 +28,7 @@ pytest.importorskip("onnxruntime")
 from rt_host.bundle import load_bundle  # noqa: E402
 from rt_host.lv2 import Chain, ChainSpec  # noqa: E402
 from training import export  # noqa: E402
-from training.encoders import (  # noqa: E402
+from training.models.encoders import (  # noqa: E402
     LogMelSpectrogram,
     build_encoder,
     calibrate_batch_norm,
@@ -123,7 +123,7 @@ def test_unknown_backbone_is_refused():
 
 
 # --- exported small encoders -----------------------------------------------------------------
-CASES = {"mobilenetv2": "nonspeech", "inception": "distortion"}  # backbone → chain (23 / 28 params)
+CASES = {"mobilenetv2": "nonspeech", "inception": "distortion-v1"}  # backbone → chain (23 / 28 params)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -192,7 +192,7 @@ def test_the_host_loads_the_bundle_and_predicts_what_tensorflow_does(exported):
 def test_manifest_holds_the_chain_metrics_and_versions(exported):
     _, spec, path = exported
     m = tomllib.loads((path / "manifest.toml").read_text())
-    assert m["format"] == 1 and m["model"] == "encoder.onnx" and m["input_channels"] == 1
+    assert m["format"] == 2 and m["model"] == "encoder.onnx" and m["input_channels"] == 1
     assert ChainSpec.from_dict(m["chain"]).to_dict() == spec.to_dict()
     assert m["metrics"]["mrstft"]["model"] == pytest.approx(0.9)
     for lib in ("tensorflow", "keras", "tf2onnx", "onnxruntime"):
@@ -211,7 +211,7 @@ def tiny_inception():
 @pytest.mark.parametrize(
     "chain, window, rate, message",
     [
-        ("distortion", SHORT, RATE, "predicts 23 values but the chain 'distortion' has 28"),
+        ("distortion-v1", SHORT, RATE, "predicts 23 values but the chain 'distortion-v1' has 28"),
         ("nonspeech", 4096, RATE, r"the bundle needs \(batch, 4096\)"),
         ("nonspeech", SHORT, 44100, "built for 22050 Hz, not the bundle's 44100 Hz"),
     ],
@@ -256,7 +256,7 @@ def test_a_failed_export_leaves_the_old_bundle_alone(exported, tmp_path, monkeyp
 
 # --- the default model's size ------------------------------------------------------------------
 def test_default_mastering_encoder_bundle_is_under_10_mb(tmp_path):
-    spec = ChainSpec.load("mastering")
+    spec = ChainSpec.load("mastering-v1")
     model = make_nontrivial(build_encoder(Chain(spec).n_params), seed=2)  # MobileNetV2 α 0.35, 40,960
     path = export.export_bundle(
         model, spec, tmp_path / "mastering", task="mastering", sample_rate=RATE, window=40960, hop=11025

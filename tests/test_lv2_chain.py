@@ -29,7 +29,14 @@ from rt_host.lv2.chain import HZ_LIMIT
 from rt_host.lv2.spec import builtin_chain_dir
 
 SR = 44100
-SHIPPED = {"mastering": 53, "nonspeech": 23, "distortion": 28, "distortion-reference": 0}
+SHIPPED = {
+    "mastering": 37,
+    "mastering-v1": 53,
+    "nonspeech": 23,
+    "distortion": 13,
+    "distortion-v1": 28,
+    "distortion-reference": 0,
+}
 
 LIMITER_STEREO = "http://lsp-plug.in/plugins/lv2/limiter_stereo"
 LIMITER_MONO = "http://lsp-plug.in/plugins/lv2/limiter_mono"
@@ -118,11 +125,11 @@ def test_shipped_chain_loads(world, name, n_params):
 
 
 def test_shipped_chain_shapes(world):
-    mastering = Chain.load("mastering", world)
+    mastering = Chain.load("mastering-v1", world)
     assert mastering.channels == 2 and mastering.sample_rate == 44100
     assert [s.name for s in mastering.stages] == ["mbc", "geq", "limiter"]
     assert mastering.parameter_names[:2] == ["mbc.threshold0", "mbc.ratio0"]
-    for name in ("nonspeech", "distortion"):
+    for name in ("nonspeech", "distortion", "distortion-v1"):
         chain = Chain.load(name, world)
         assert chain.channels == 1 and chain.sample_rate == 22050
 
@@ -180,7 +187,7 @@ def test_bad_chain_text_is_a_chain_error(text, match):
 
 # --- parameter mapping --------------------------------------------------------------
 def test_log_parameter_mapping(world):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     p = chain.parameter("mbc.threshold0")  # 0.01 … 1, log
     assert p.scale == "log"
     assert p.to_value(0.0) == pytest.approx(0.01)
@@ -210,7 +217,7 @@ def test_linear_parameter_mapping():
 
 
 def test_values_outside_unit_range_clip(world):
-    p = Chain.load("mastering", world).parameter("mbc.threshold0")
+    p = Chain.load("mastering-v1", world).parameter("mbc.threshold0")
     np.testing.assert_allclose(p.to_value([-0.5, 1.5, 7.0]), [0.01, 1.0, 1.0])
     np.testing.assert_allclose(p.to_normalized([1e-6, 10.0]), [0.0, 1.0])
 
@@ -266,7 +273,7 @@ def test_limiter_holds_peaks_under_threshold(sine, pink_noise, signal, block):
 
 
 def test_mastering_limiter_ceiling(world, pink_noise):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     chain.set("limiter.boost", 0)  # as the file has it; not relying on it
     chain.set("limiter.th", 0.5)
     chain.set("mbc.makeup1", 4.0)  # +12 dB into the limiter
@@ -392,7 +399,7 @@ def test_mastering_chain_block_size_invariance(world, pink_noise):
     x = pink_noise(2.5, SR, 2, -3.0, seed=11)
     renders = {}
     for block in (64, 128, 1024, 4096):
-        with Chain.load("mastering", world) as chain:
+        with Chain.load("mastering-v1", world) as chain:
             for b in range(4):
                 chain.set(f"mbc.threshold{b}", 0.1)  # −20 dBFS: compresses
                 chain.set(f"mbc.ratio{b}", 4.0)
@@ -455,7 +462,7 @@ def test_engine_matches_hand_driven_instance(world, pink_noise):
 
 def test_fresh_chains_are_deterministic(world, pink_noise):
     x = pink_noise(1.0, SR, 2, -3.0, seed=2)
-    with Chain.load("mastering", world) as a, Chain.load("mastering", world) as b:
+    with Chain.load("mastering-v1", world) as a, Chain.load("mastering-v1", world) as b:
         np.testing.assert_array_equal(a(x, SR), b(x, SR))
 
 
@@ -463,16 +470,16 @@ def test_reset_false_streams(world, pink_noise):
     """Two calls with ``reset=False`` (split on a block boundary) = one call."""
     x = pink_noise(1.0, SR, 2, -3.0, seed=2)
     split = 20 * 1024
-    with Chain.load("mastering", world) as whole:
+    with Chain.load("mastering-v1", world) as whole:
         y = whole(x, SR)
-    with Chain.load("mastering", world) as parts:
+    with Chain.load("mastering-v1", world) as parts:
         head = parts(x[:, :split], SR)
         tail = parts(x[:, split:], SR, reset=False)
     np.testing.assert_array_equal(np.concatenate([head, tail], axis=1), y)
 
 
 def test_silence_after_a_call_is_silent(world, pink_noise):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     chain(pink_noise(1.0, SR, 2, -3.0, seed=2), SR)
     after = chain(np.zeros((2, SR // 2), dtype=np.float32), SR)
     assert peak(after) < 1e-6
@@ -480,7 +487,7 @@ def test_silence_after_a_call_is_silent(world, pink_noise):
 
 def test_each_call_starts_from_a_reset_state(world, pink_noise):
     x = pink_noise(1.0, SR, 2, -3.0, seed=2)
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     first = chain(x, SR)
     second = chain(x, SR)
     np.testing.assert_allclose(second, first, rtol=0, atol=1e-6)
@@ -490,14 +497,14 @@ def test_the_first_call_reuses_the_new_instances_unless_its_parameters_differ(wo
     """A just-prepared chain is already what a reset makes (new, pre-rolled at its values): the first
     call keeps those instances; a call at other values, or a second call, instantiates anew."""
     x = pink_noise(0.2, SR, 2, -3.0, seed=2)
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     chain.prepare(SR)
     handle = chain.instances("mbc")[0].handle_address
     chain(x, SR)
     assert chain.instances("mbc")[0].handle_address == handle
     chain(x, SR)
     assert chain.instances("mbc")[0].handle_address != handle
-    other = Chain.load("mastering", world)
+    other = Chain.load("mastering-v1", world)
     other.prepare(SR)
     handle = other.instances("mbc")[0].handle_address
     other(x, SR, params=np.full(other.n_params, 0.3))
@@ -507,7 +514,7 @@ def test_the_first_call_reuses_the_new_instances_unless_its_parameters_differ(wo
 # --- latency ---------------------------------------------------------------------------
 @pytest.mark.parametrize("rate, expected", [(44100, 220), (48000, 240), (22050, 110)])
 def test_chain_latency_is_sum_of_latency_ports(world, rate, expected):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     with pytest.raises(ChainError, match="prepared"):
         _ = chain.latency
     chain.prepare(rate)
@@ -567,7 +574,7 @@ def test_compensate_latency_mastering(world):
     most, would move the correlation peak by hundreds of samples.
     """
     x = (0.1 * np.random.default_rng(4).standard_normal((2, SR))).astype(np.float32)
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     u = neutral_mastering_params(chain)
     late = chain(x, SR, params=u)
     aligned = chain(x, SR, params=u, compensate_latency=True)
@@ -610,7 +617,7 @@ def test_channel_mismatch_hints_at_adapt():
 
 
 def test_wrong_audio_shape_is_a_chain_error(world):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     with pytest.raises(ChainError, match=r"\(2, samples\)"):
         chain(np.zeros((1, 1000), dtype=np.float32), SR)
 
@@ -656,7 +663,7 @@ def test_params_every_block(sine):
 
 # --- robustness ----------------------------------------------------------------------------
 def test_non_finite_input_is_replaced(world, pink_noise, rt_log):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     x = pink_noise(1.0, SR, 2, -6.0, seed=1)
     x[0, 1000] = np.nan
     x[1, 5000] = np.inf
@@ -670,7 +677,7 @@ def test_non_finite_input_is_replaced(world, pink_noise, rt_log):
 
 
 def test_set_clamps_predicted_and_fixed_values(world, rt_log):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     assert chain.set("limiter.th", 5.0) == pytest.approx(1.0)  # predicted range 0.2512 … 1
     assert chain.values["limiter.th"] == pytest.approx(1.0)
     assert any("limiter.th" in r.getMessage() and "clamped" in r.getMessage() for r in rt_log.records)
@@ -688,7 +695,7 @@ def test_set_clamps_predicted_and_fixed_values(world, rt_log):
 
 
 def test_set_on_a_prepared_chain_reaches_the_plugin(world, sine):
-    chain = Chain.load("mastering", world)
+    chain = Chain.load("mastering-v1", world)
     x = sine(440, 0.0, SR, 1.0, 2)
     chain(x, SR)
     chain.set("limiter.th", 0.01)  # clamped to 0.2512
@@ -700,7 +707,7 @@ def test_set_on_a_prepared_chain_reaches_the_plugin(world, sine):
 
 
 def test_frequency_controls_stay_below_nyquist(world):
-    chain = Chain.load("distortion", world)
+    chain = Chain.load("distortion-v1", world)
     u = np.ones(chain.n_params)  # every crossover at the top of its range (freq2 = 9000 Hz)
     x = np.zeros((1, 4096), dtype=np.float32)
     for rate in (22050, 16000, 11025):

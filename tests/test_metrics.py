@@ -1,4 +1,4 @@
-"""Objective metrics (training/metrics.py) and the matchering baseline, on generated signals."""
+"""Objective metrics (training/evaluation/metrics.py) and the matchering baseline, on generated signals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyloudnorm
 import pytest
 import scipy.signal
 
-from training import metrics as M
+from training.evaluation import metrics as M
 
 RATE = 44100
 

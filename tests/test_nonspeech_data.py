@@ -1,4 +1,4 @@
-"""The nonspeech data set (training/nonspeech_data.py) and its metrics (training/nonspeech_metrics.py).
+"""The nonspeech data set (training/data/nonspeech.py) and its metrics (training/evaluation/nonspeech.py).
 
 Real parts: the English clips of ``tuxpaint-stamps-default`` (a few tracks of
 6–10 s, built in a temporary folder) and, once, the real Calf Multiband Gate
@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rt_host.signals import track_rng
 from training import data as D
-from training import nonspeech_data as N
-from training import nonspeech_metrics as M
+from training.data import nonspeech as N
+from training.evaluation import nonspeech as M
 
 RATE = N.RATE
 RANGES = N.NonspeechRanges()
@@ -99,7 +100,7 @@ def test_missing_package_says_what_to_install(tmp_path):
 def test_make_pair_is_mono_only():
     src = tiny_sources(0)[0]
     with pytest.raises(D.DataError, match="mono"):
-        N.make_pair(src, RATE, 2, D.track_rng(0, src.track_id), asdict(RANGES))
+        N.make_pair(src, RATE, 2, track_rng(0, src.track_id), asdict(RANGES))
 
 
 # --- the built data set ---------------------------------------------------------------------

@@ -16,7 +16,7 @@ import soundfile as sf
 
 from rt_host.bundle import load_bundle, write_level_follower_bundle
 from rt_host.lv2 import Chain, ChainSpec
-from rt_host.offline import predict_automation
+from rt_host.steer import predict_automation
 from tests.live_support import level_steps
 from tests.test_cli import one_error_line, run_cli
 
@@ -25,7 +25,7 @@ RATE = 44100
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory) -> Path:
-    spec = ChainSpec.load("mastering")
+    spec = ChainSpec.load("mastering-v1")
     return write_level_follower_bundle(tmp_path_factory.mktemp("bundle"), spec, window=4096, hop=1024)
 
 
@@ -40,17 +40,17 @@ def test_the_automation_starts_at_the_defaults_and_follows_the_level(bundle_dir)
     bundle = load_bundle(bundle_dir)
     chain = Chain(bundle.chain_spec)
     x = level_steps(RATE, 1.5, [-40.0, -10.0])
-    auto = predict_automation(bundle, chain, x, RATE, step=512, smoothing_s=0.05)
-    assert auto.normalized.shape == (int(np.ceil(x.shape[1] / 512)), chain.n_params)
-    # causal: nothing is predicted before one hop of audio has been heard
-    first_hop = bundle.hop * RATE / bundle.sample_rate
-    before = auto.times < first_hop / RATE
-    defaults = np.broadcast_to(chain.default_normalized(), auto.normalized[before].shape)
-    np.testing.assert_allclose(auto.normalized[before], defaults, atol=1e-6)
-    quiet = auto.normalized[np.searchsorted(auto.times, 1.3)]
-    loud = auto.normalized[np.searchsorted(auto.times, 2.9)]
+    geometry = bundle.geometry(RATE)
+    auto = predict_automation(bundle.predictor(), x, RATE, geometry, chain, smoothing_s=0.05, block=512)
+    assert auto.applied.shape == (int(np.ceil(x.shape[1] / 512)), chain.n_params)
+    # causal: nothing steers before one hop of audio has been heard and the delay has passed
+    before = auto.times < geometry.apply_frame(0) / RATE
+    defaults = np.broadcast_to(chain.default_normalized(), auto.applied[before].shape)
+    np.testing.assert_allclose(auto.applied[before], defaults, atol=1e-6)
+    quiet = auto.applied[np.searchsorted(auto.times, 1.3)]
+    loud = auto.applied[np.searchsorted(auto.times, 2.9)]
     assert np.max(np.abs(loud - quiet)) > 0.05  # the level step moved the parameters
-    assert auto.predictions == len(auto.inference_ms) > 0
+    assert auto.n_predictions == len(auto.inference_ms) > 0
 
 
 def test_render_with_a_bundle_writes_audio_automation_csv_and_plot(capsys, tmp_path, bundle_dir, steps_wav):
@@ -72,19 +72,19 @@ def test_the_logged_automation_replays_to_the_same_audio(capsys, tmp_path, bundl
     path is exactly "predict an automation, then render it"."""
     a, b, log = tmp_path / "a.wav", tmp_path / "b.wav", tmp_path / "auto.csv"
     assert run_cli(capsys, "render", steps_wav, a, "--bundle", bundle_dir, "--params-log", log)[0] == 0
-    assert run_cli(capsys, "render", steps_wav, b, "--chain", "mastering", "--params", log)[0] == 0
+    assert run_cli(capsys, "render", steps_wav, b, "--chain", "mastering-v1", "--params", log)[0] == 0
     ya, yb = sf.read(a)[0], sf.read(b)[0]
-    # Not bit-equal: the CSV's 9 digits move a port value by an ulp now and then, and the Calf
-    # compressor reacts to *when* a port changes (measured: 0.9 % RMS difference). A wrong row
-    # or a lost column would be tens of per cent.
+    # Not bit-equal: the log keeps one row every 1024 frames (the model's automation moves every
+    # 128), and its 9 digits move a port value by an ulp now and then, to which the Calf compressor
+    # reacts. A wrong row or a lost column would be tens of per cent.
     assert np.sqrt(np.mean((ya - yb) ** 2) / np.mean(ya**2)) < 0.03
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--bundle", "BUNDLE", "--chain", "mastering"], "either a model"),
-        (["--chain", "mastering", "--params-log", "x.csv"], "add --task or --bundle"),
+        (["--bundle", "BUNDLE", "--chain", "mastering-v1"], "either a model"),
+        (["--chain", "mastering-v1", "--params-log", "x.csv"], "add --task or --bundle"),
         (["--task", "no-such-task"], "no model bundle"),
         ([], "say what to render with"),
     ],

@@ -16,8 +16,8 @@ import pytest
 from rt_host.errors import PortNotFound
 from rt_host.lv2 import Chain, ChainSpec
 from rt_host.signals import pink_noise, unmastered_mix
-from training.renderer import RenderSettings
-from training.workers import LocalPool
+from training.spsa.renderer import RenderSettings
+from training.spsa.workers import LocalPool
 
 RATE = 22050
 
@@ -68,22 +68,22 @@ def keras(tf):
 
 @pytest.fixture(scope="module")
 def LV2Layer(keras):  # the class itself, named as in the code it stands for
-    from training.layer import LV2Layer
+    from training.spsa.layer import LV2Layer
 
     return LV2Layer
 
 
 @pytest.fixture(scope="module")
 def distortion_pool():
-    with LocalPool(RenderSettings.for_chain("distortion"), 2) as pool:
+    with LocalPool(RenderSettings.for_chain("distortion-v1"), 2) as pool:
         yield pool
 
 
 # --- forward ------------------------------------------------------------------
 def test_forward_in_a_graph_mode_model_equals_a_direct_render_bit_for_bit(tf, keras, LV2Layer):
-    chain = Chain.load("mastering")
+    chain = Chain.load("mastering-v1")
     fixed = {"limiter.rt": 0.25, "mbc.freq1": 0.5}
-    layer = LV2Layer("mastering", RATE, workers=2, fixed=fixed)
+    layer = LV2Layer("mastering-v1", RATE, workers=2, fixed=fixed)
     try:
         n = 8192
         audio = keras.Input((n, 2))
@@ -96,7 +96,7 @@ def test_forward_in_a_graph_mode_model_equals_a_direct_render_bit_for_bit(tf, ke
         full = layer.full_parameters(u)
         assert np.all(full[:, chain.parameter_names.index("limiter.rt")] == 0.25)
         for b in range(3):
-            direct = Chain.load("mastering")(np.ascontiguousarray(x[b].T), RATE, params=full[b])
+            direct = Chain.load("mastering-v1")(np.ascontiguousarray(x[b].T), RATE, params=full[b])
             assert np.array_equal(y[b], direct.T)
     finally:
         layer.close()
@@ -105,11 +105,11 @@ def test_forward_in_a_graph_mode_model_equals_a_direct_render_bit_for_bit(tf, ke
 # --- gradients ------------------------------------------------------------------
 def test_mean_of_64_spsa_draws_matches_finite_differences(tf, LV2Layer, distortion_pool):
     """Cosine ≥ 0.95 on a smooth setting: four free parameters of the Calf MBC."""
-    chain = Chain.load("distortion")
+    chain = Chain.load("distortion-v1")
     free = ["mbc.level_in", "mbc.threshold1", "mbc.ratio1", "mbc.makeup1"]
     fixed = {n: float(v) for n, v in zip(chain.parameter_names, chain.default_normalized()) if n not in free}
-    spsa = LV2Layer("distortion", workers=distortion_pool, fixed=fixed, spsa_draws=64, seed=0)
-    fd = LV2Layer("distortion", workers=distortion_pool, fixed=fixed, gradient="fd")
+    spsa = LV2Layer("distortion-v1", workers=distortion_pool, fixed=fixed, spsa_draws=64, seed=0)
+    fd = LV2Layer("distortion-v1", workers=distortion_pool, fixed=fixed, gradient="fd")
     assert spsa.free_parameter_names == free
     x = mono(2, 3, RATE // 2, 16384)[None, :, None]
     rng = np.random.default_rng(0)
@@ -157,7 +157,7 @@ def test_gradients_of_a_pure_gain_for_input_and_parameter(tf, LV2Layer):
 
 
 def test_without_input_gradient_the_audio_gets_zeros(tf, LV2Layer, distortion_pool):
-    layer = LV2Layer("distortion", workers=distortion_pool, seed=0)
+    layer = LV2Layer("distortion-v1", workers=distortion_pool, seed=0)
     x = tf.constant(mono(1, 1, 0, 2048)[None, :, None])
     u = tf.constant(np.full((1, layer.n_free), 0.5), tf.float32)
     with tf.GradientTape() as tape:
@@ -204,7 +204,7 @@ def test_learn_to_normalize_with_model_fit_in_graph_mode(tf, keras, LV2Layer):
 
 def test_gradient_log_writes_csv_and_png(tf, LV2Layer, tmp_path, distortion_pool):
     log = tmp_path / "logs" / "grads.csv"
-    layer = LV2Layer("distortion", workers=distortion_pool, seed=0, log_gradients=log)
+    layer = LV2Layer("distortion-v1", workers=distortion_pool, seed=0, log_gradients=log)
     x = tf.constant(mono(1, 2, 0, 2048)[None, :, None])
     for step in range(3):
         u = tf.constant(np.full((1, layer.n_free), 0.3 + 0.1 * step), tf.float32)
@@ -222,7 +222,9 @@ def test_gradient_log_writes_csv_and_png(tf, LV2Layer, tmp_path, distortion_pool
 
 # --- configuration and errors ----------------------------------------------------------
 def test_config_round_trips(LV2Layer):
-    layer = LV2Layer("distortion", epsilon=0.05, spsa_draws=3, fixed={"mbc.knee0": 0.5}, preroll=256, seed=7)
+    layer = LV2Layer(
+        "distortion-v1", epsilon=0.05, spsa_draws=3, fixed={"mbc.knee0": 0.5}, preroll=256, seed=7
+    )
     again = LV2Layer.from_config(layer.get_config())
     assert again.settings == layer.settings
     assert (again.epsilon, again.spsa_draws, again.fixed, again.seed) == (0.05, 3, {"mbc.knee0": 0.5}, 7)
@@ -230,7 +232,7 @@ def test_config_round_trips(LV2Layer):
 
 
 def test_a_model_with_the_layer_saves_and_loads(keras, LV2Layer, tmp_path):
-    layer = LV2Layer("distortion", workers=0, epsilon=0.05, fixed={"mbc.knee0": 0.5})
+    layer = LV2Layer("distortion-v1", workers=0, epsilon=0.05, fixed={"mbc.knee0": 0.5})
     audio, params = keras.Input((2048, 1)), keras.Input((layer.n_free,))
     keras.Model([audio, params], layer([audio, params])).save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
@@ -241,12 +243,12 @@ def test_a_model_with_the_layer_saves_and_loads(keras, LV2Layer, tmp_path):
 
 def test_preroll_is_rendered_then_cut(LV2Layer):
     n, pre = 4096, 1024
-    layer = LV2Layer("distortion", workers=0, preroll=pre)
+    layer = LV2Layer("distortion-v1", workers=0, preroll=pre)
     x = mono(1, 4, 0, pre + n)
     u = np.full((1, layer.n_free), 0.4, np.float32)
     y = layer([x[None, :, None], u]).numpy()
     assert y.shape == (1, n, 1)
-    direct = Chain.load("distortion")(x[None, :], RATE, params=layer.full_parameters(u)[0])
+    direct = Chain.load("distortion-v1")(x[None, :], RATE, params=layer.full_parameters(u)[0])
     assert np.array_equal(y[0, :, 0], direct[0, pre:])
     layer.close()
 
@@ -264,12 +266,12 @@ def test_preroll_is_rendered_then_cut(LV2Layer):
 )
 def test_bad_settings_get_one_line_errors(LV2Layer, kwargs, error, match):
     with pytest.raises(error, match=match):
-        layer = LV2Layer("distortion", **kwargs)
+        layer = LV2Layer("distortion-v1", **kwargs)
         layer.pool  # noqa: B018 - the workers choice is checked when the pool starts
 
 
 def test_bad_shapes_get_one_line_errors(keras, LV2Layer):
-    layer = LV2Layer("distortion", workers=0)
+    layer = LV2Layer("distortion-v1", workers=0)
     with pytest.raises(ValueError, match="takes 1 channel"):
         layer([keras.Input((1024, 2)), keras.Input((28,))])
     with pytest.raises(ValueError, match="must have 28 columns"):

@@ -22,10 +22,10 @@ import pytest
 from rt_host.errors import ChainError
 from rt_host.lv2 import Chain, ChainSpec
 from rt_host.signals import unmastered_mix
-from training.renderer import Renderer, RenderSettings
-from training.shm import SharedArrays
-from training.tasks import Task
-from training.workers import InProcessPool, LocalPool, WorkerError, create_pool
+from training.spsa.jobs import Task
+from training.spsa.renderer import Renderer, RenderSettings
+from training.spsa.shm import SharedArrays
+from training.spsa.workers import InProcessPool, LocalPool, WorkerError, create_pool
 
 RATE = 22050
 N = 4096
@@ -34,7 +34,7 @@ BATCH = 4
 
 @pytest.fixture(scope="module")
 def settings() -> RenderSettings:
-    return RenderSettings.for_chain("mastering", RATE)
+    return RenderSettings.for_chain("mastering-v1", RATE)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def batch() -> tuple[np.ndarray, np.ndarray]:
 def reference(settings, batch) -> np.ndarray:
     """Every window rendered in this process by a new Chain: what workers must match."""
     x, u = batch
-    return np.stack([Chain.load("mastering")(x[b], RATE, params=u[b]) for b in range(BATCH)])
+    return np.stack([Chain.load("mastering-v1")(x[b], RATE, params=u[b]) for b in range(BATCH)])
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_shared_arrays_are_one_memory_in_two_views():
 
 def test_workers_never_import_tensorflow():
     code = (
-        "import sys, training, training.workers, training.renderer, training.tasks; "
+        "import sys, training, training.spsa.workers, training.spsa.renderer, training.spsa.jobs; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

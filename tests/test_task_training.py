@@ -22,14 +22,14 @@ from training import train as T
 
 
 def _tiny_nonspeech(cache: Path) -> Path:
-    from training import nonspeech_data as N
+    from training.data import nonspeech as N
 
     sources = N.nonspeech_sources(0, languages=("en",), minutes_per_language=0.25, track_seconds=(6.0, 10.0))
     return N.build_nonspeech(cache, 0, sources=sources, workers=1, progress=False)
 
 
 def _tiny_distortion(cache: Path) -> Path:
-    from training import distortion_data as DD
+    from training.data import distortion as DD
 
     corpus = DD.CorpusRecipe(songs=3, song_seconds=4.0, recorded=False)  # 3 songs × guitar + bass
     return DD.build_distortion(cache, 0, workers=1, progress=False, corpus=corpus)

@@ -20,6 +20,8 @@ import soundfile as sf
 from training import data as D
 from training import evaluate as E
 from training import train as T
+from training.data import mastering as M
+from training.models import losses as L
 
 TINY = T.CONFIG_DIR / "mastering-tiny.toml"
 RATE = 44100
@@ -46,7 +48,7 @@ def tiny_data(tmp_path_factory) -> Path:
         path = root / f"s{i}.wav"
         sf.write(path, music_like(2.5, seed=i), RATE)
         sources.append(D.Source(path, f"s{i}", collection="a" if i < 3 else "b"))
-    cache = D.build_mastering(root / "data", 0, sources=sources, workers=1, progress=False)
+    cache = M.build_mastering(root / "data", 0, sources=sources, workers=1, progress=False)
     assert all(len(v) == 2 for v in D.load_manifest(cache)["splits"].values())
     return cache
 
@@ -69,13 +71,13 @@ def test_align_finds_a_known_delay_and_crops_to_real_samples():
     target = rng.standard_normal((2, 2000, 2)).astype(np.float32)
     delays = [37, -12]  # the output lags the target by 37 samples in example 0, leads by 12 in 1
     pred = np.stack([np.roll(target[b], d, axis=0) for b, d in enumerate(delays)])
-    t, p = T.align(target, pred, max_lag=50)
+    t, p = L.align(target, pred, max_lag=50)
     assert t.shape == p.shape == (2, 1900, 2)
     np.testing.assert_array_equal(np.asarray(p), np.asarray(t))
 
 
 def test_the_plan_splits_steps_into_pretraining_and_progressive_stages():
-    cfg = T.load_config(T.config_path("mastering"))
+    cfg = T.load_config(T.config_path("mastering-v1"))
     phases = T.plan(cfg, steps=1000)
     assert [p.name for p in phases] == ["pretrain", "mbc", "mbc+geq", "all"]
     assert phases[-1].stages == ("mbc", "geq", "limiter")
@@ -120,14 +122,14 @@ def test_the_event_term_scores_what_is_left_of_the_events_and_nothing_else():
     burst[:, 3000:5000] = 0.01 * rng.standard_normal((1, 2000, 1))
     x = floor + burst
     residual = x - floor
-    left = float(T.event_excess(floor, x, residual, 512))
+    left = float(L.event_excess(floor, x, residual, 512))
     assert left == pytest.approx(math.log(101.0), rel=0.2)
-    assert float(T.event_excess(floor, floor, residual, 512)) == 0.0
-    assert float(T.event_excess(floor, 0.05 * x, residual, 512)) == 0.0  # gated below the target
-    quiet = float(T.event_excess(floor, floor + 0.1 * burst, residual, 512))
+    assert float(L.event_excess(floor, floor, residual, 512)) == 0.0
+    assert float(L.event_excess(floor, 0.05 * x, residual, 512)) == 0.0  # gated below the target
+    quiet = float(L.event_excess(floor, floor + 0.1 * burst, residual, 512))
     assert 0 < quiet < left  # a burst 20 dB down leaves less
 
-    loss = T.AlignedSpectralLoss(0, (256,), 0.0, 0.0, event_weight=1.0, event_frame=512)
+    loss = L.AlignedSpectralLoss(0, (256,), 0.0, 0.0, event_weight=1.0, event_frame=512)
     packed = np.concatenate([floor, residual], axis=-1)  # y_true: target channels, then the residual
     assert float(loss(packed, x)) > float(loss(packed, floor)) + 0.9 * left
 
@@ -210,11 +212,3 @@ def test_the_saved_encoder_exports_with_the_evaluation_to_a_bundle_the_host_acce
     assert bundle is not None
     manifest = tomllib.loads((out / "manifest.toml").read_text())
     assert set(manifest["metrics"]["mrstft"]) == set(E.SYSTEMS)  # evaluate.py's JSON went in as is
-
-
-def test_automation_is_interpolated_between_prediction_centres():
-    centres = np.array([100, 300])
-    u = np.array([[0.0, 1.0], [1.0, 0.0]])
-    steps = E.automation_steps(centres, u, 400, 100)  # block mids at 50, 150, 250, 350
-    np.testing.assert_allclose(steps[:, 0], [0.0, 0.25, 0.75, 1.0])
-    np.testing.assert_allclose(steps[:, 1], [1.0, 0.75, 0.25, 0.0])

@@ -1,13 +1,19 @@
-"""Training: plugin chains as layers of a Keras model, with SPSA gradients.
+"""Training: encoders learn to drive plugin chains through SPSA gradients (TensorFlow, CPU).
 
-* :mod:`training.layer` — :class:`LV2Layer`, the Keras layer (imports TensorFlow).
-* :mod:`training.workers` — worker pools (local processes, Ray) that render for it.
-* :mod:`training.renderer`, :mod:`training.tasks`, :mod:`training.estimators`,
-  :mod:`training.shm` — what workers run; none of them imports TensorFlow, so
-  workers start fast and the live host can share them.
-* :mod:`training.gradlog` — optional gradient logging (CSV + PNG).
-* :mod:`training.bench_spsa` — ``deepafx-rt bench spsa``.
+Entry points (scripts): ``train.py``, ``evaluate.py``, ``export.py``, and
+``python -m training.data TASK``. Packages, one concern each:
 
+* :mod:`training.data` — the data sets: the shared builder and one module per task;
+* :mod:`training.spsa` — the chain as a Keras layer (:class:`~training.spsa.layer.LV2Layer`),
+  its plugin worker pools, the jobs they run, the gradient estimators, shared memory,
+  gradient logging and ``deepafx-rt bench spsa``; only ``layer`` imports TensorFlow;
+* :mod:`training.models` — encoders and the loss;
+* :mod:`training.evaluation` — metrics and baselines;
+* :mod:`training.studies` — one-off chain studies.
+
+What the product shares with training (the encoder's view of audio, window
+geometry, held parameters, the smoother, predict → automation) lives in
+:mod:`rt_host.steer`; the product never imports this package.
 ``from training import LV2Layer`` imports TensorFlow on first use only.
 """
 
@@ -18,7 +24,7 @@ __all__ = ["LV2Layer"]
 
 def __getattr__(name: str):
     if name == "LV2Layer":
-        from training.layer import LV2Layer
+        from training.spsa.layer import LV2Layer
 
         return LV2Layer
     raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -11,21 +11,32 @@ same excerpt of ``--seconds`` from the middle of the track:
 * ``input`` — the un-mastered input itself (what there is to fix);
 * ``default_chain`` — the chain at its default parameters (what the plugins do
   unguided);
-* ``model`` — the chain driven by the model the way the product runs it: every
-  hop the encoder predicts from the window *ending* there (causal, like the
-  live controller; its view of the input: mono at the encoder's rate), the
-  predictions are smoothed over time
-  (exponential, ``--smoothing``) and interpolated to one value per
-  ``step_length`` block, and the chain renders the whole excerpt offline at
-  the music's rate with ``Chain(x, rate, params=U, step_length=…)``;
+* ``model`` — the chain driven by the model exactly as ``deepafx-rt render
+  --task`` and the live host play it (:func:`rt_host.steer.render_steered`):
+  every hop the encoder predicts from the window *ending* there (causal), each
+  prediction steers from a fixed delay after its window's end, the live
+  one-pole smoother (``--smoothing``, 0.1 s) glides per ``--block`` and the
+  ports are written as live. ``--bundle DIR`` scores an exported ONNX bundle
+  with onnxruntime instead of a Keras checkpoint;
 * ``matchering`` (mastering only) — matchering 2.0 with a *different* test
   track's target as its reference (it never sees the target it is scored against).
 
+``mastering`` adds two baselines that expose level (issue 14; a gain is the
+baseline to beat): ``input_gain_matched``, the input brought to the target's
+integrated loudness (an oracle: it knows the answer's level), and
+``input_normalized``, the input brought to the median integrated loudness of
+the *training* split's masters (what a loudness normalizer does, no oracle).
+Every mastering system is scored twice (:mod:`training.evaluation.mastering`):
+as is, and *at target loudness* — gain-matched to the target first, which
+isolates what the processing does beyond level — on MR-STFT, MFCC cosine,
+median |LUFS error|, true peak (dBTP, the maximum over tracks and the median),
+|LRA error| and the 1/3-octave balance error.
+
 ``nonspeech`` adds speech preservation and event attenuation per system
-(:mod:`training.nonspeech_metrics`); the goals in ``metrics.md`` are each
+(:mod:`training.evaluation.nonspeech`); the goals in ``metrics.md`` are each
 task's issue's (:data:`GOALS`).
 
-Metrics (:mod:`training.metrics`): MFCC cosine distance, multi-resolution
+Metrics (:mod:`training.evaluation.metrics`): MFCC cosine distance, multi-resolution
 STFT distance (lower is better) and the LUFS error (BS.1770, output minus
 target; the table gives the median of its absolute value). Chain renders are
 latency-compensated so that output and target line up sample for sample.
@@ -48,6 +59,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,30 +70,70 @@ if __package__ in (None, ""):  # run as a script: make ``training`` and ``rt_hos
 
 from rt_host.bundle import project_root  # noqa: E402
 from rt_host.errors import DeepAFxError  # noqa: E402
+from rt_host.steer import DEFAULT_SMOOTHING_S, Predictor  # noqa: E402
+from rt_host.steer.automation import DEFAULT_BLOCK  # noqa: E402
 
 log = logging.getLogger("training.evaluate")
 
-SYSTEMS = ("input", "default_chain", "model", "matchering")
-STEP_LENGTH = 1024  # chain samples between automation values (23 ms at 44.1 kHz)
+# every system any task scores, in the order the tables of distortion and nonspeech show theirs
+SYSTEMS = ("input", "input_gain_matched", "input_normalized", "default_chain", "model", "matchering")
+# mastering: the level baselines join (module docstring), in the order the tables show them
+MASTERING_SYSTEMS = (
+    "input",
+    "input_gain_matched",
+    "input_normalized",
+    "default_chain",
+    "matchering",
+    "model",
+)
 
 # What each task's issue asks of the model: (flat metric key, minimum in %, label).
 # The flat keys are relative improvements written by summarize() (positive = the model is closer).
 GOALS: dict[str, list[tuple[str, float, str]]] = {
-    "mastering": [  # issue 6
-        ("mfcc_cosine_model_vs_input_pct", 40, "MFCC closer than the input"),
-        ("mrstft_model_vs_input_pct", 40, "MR-STFT closer than the input"),
-        ("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
-        ("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
-        ("mrstft_model_vs_matchering_pct", 0, "MR-STFT closer than matchering"),
+    "mastering": [  # issue 14: at target loudness first — the line between mastering and a gain knob
+        (
+            "mrstft_at_target_model_vs_input_gain_matched_pct",
+            20,
+            "at target loudness: MR-STFT closer than the gain-matched input",
+        ),
+        (
+            "mfcc_cosine_at_target_model_vs_input_gain_matched_pct",
+            0,
+            "at target loudness: MFCC cosine no higher than the gain-matched input's",
+        ),
+        ("mrstft_model_vs_input_pct", 60, "as is: MR-STFT closer than the input"),
+        ("mrstft_model_vs_matchering_pct", 25, "as is: MR-STFT closer than matchering"),
+        ("mfcc_cosine_model_vs_matchering_pct", 0, "as is: MFCC cosine no worse than matchering"),
     ],
-    "default": [  # issue 7: distortion, nonspeech
+    "distortion": [  # issue 16 (+ ESR ≤ 0.1 on every track, in markdown())
+        ("mrstft_model_vs_input_pct", 50, "MR-STFT closer than the input"),
+        ("mrstft_model_vs_default_chain_pct", 35, "MR-STFT closer than the default chain"),
+        ("mfcc_cosine_model_vs_input_pct", 25, "MFCC closer than the input"),
+    ],
+    "nonspeech": [  # issue 15 (+ events ≥ 10 dB down, speech within 0.1 MR-STFT, in markdown())
+        ("mrstft_model_vs_input_pct", 25, "MR-STFT closer than the input"),
+        ("mfcc_cosine_model_vs_input_pct", 10, "MFCC closer than the input"),
+        ("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
+        ("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
+    ],
+    "default": [
         ("mfcc_cosine_model_vs_input_pct", 25, "MFCC closer than the input"),
         ("mrstft_model_vs_input_pct", 25, "MR-STFT closer than the input"),
         ("mfcc_cosine_model_vs_default_chain_pct", 25, "MFCC closer than the default chain"),
         ("mrstft_model_vs_default_chain_pct", 25, "MR-STFT closer than the default chain"),
     ],
 }
-ISSUE = {"mastering": 6, "distortion": 7, "nonspeech": 7}
+ESR_GOAL, ESR_STRETCH = (
+    0.1,
+    0.035,
+)  # issue 16: per test track; Neural Amp Modeler's "might sound ok" / "not bad"
+EVENT_GOAL_DB, SPEECH_GOAL = 10.0, 0.1  # issue 15
+ISSUE = {"mastering": 14, "distortion": 16, "nonspeech": 15}
+# issue 14's absolute limits on the model: (metric, system-independent label, at most)
+MASTERING_LIMITS = (
+    ("lufs_error_abs_median", "median |LUFS error|", 0.5, "LU"),
+    ("true_peak_dbtp_max", "true peak on every track", -1.0, "dBTP"),
+)
 
 
 def task_extra_metrics(task: str):
@@ -91,7 +143,7 @@ def task_extra_metrics(task: str):
     is the excerpt's first sample in the track — and returns ``{name: value}``.
     """
     if task == "nonspeech":
-        from training.nonspeech_metrics import crop_record, nonspeech_scores
+        from training.evaluation.nonspeech import crop_record, nonspeech_scores
 
         keys = ("speech_mrstft", "event_attenuation_db", "event_attenuation_ideal_db")
 
@@ -101,7 +153,18 @@ def task_extra_metrics(task: str):
             return {k: float(s[k]) for k in keys}
 
         return scores
+    if task == "distortion":
+        from training.evaluation.distortion import aligned_esr
+
+        def esr_score(output, x, y, track, start: int, rate: int) -> dict[str, float]:
+            # amp modellers' error-to-signal ratio, aligned within ±64 samples, no polarity flip
+            return {"esr": float(aligned_esr(output, y, ESR_MAX_LAG))}
+
+        return esr_score
     return None
+
+
+ESR_MAX_LAG = 64  # samples: the distortion chains have no latency; the loss aligns within the same
 
 
 class EvaluateError(DeepAFxError):
@@ -109,64 +172,64 @@ class EvaluateError(DeepAFxError):
 
 
 # --- the model as the product runs it --------------------------------------------------------
-def predict_automation(
-    encoder,
-    x: np.ndarray,
-    cfg: dict[str, Any],
-    smoothing: float = 0.5,
-    batch: int = 16,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions every hop over ``x`` ``(C, n)`` at the chain rate: ``(ends, U)``.
+@dataclass
+class SteeringModel:
+    """A trained encoder as the product runs it: what it predicts for, and how."""
 
-    ``ends`` are the chain-rate sample positions the windows end at (one every
-    ``hop`` encoder samples, converted to chain samples; zeros before the
-    start), so a prediction only uses audio that has already been heard, as
-    live;
-    ``U`` is ``(len(centres), n_params)`` after exponential smoothing
-    ``u_k ← smoothing · u_{k−1} + (1 − smoothing) · prediction_k`` — parameter
-    jumps between neighbouring windows would otherwise be audible as zipper
-    changes of gain and EQ.
-    """
-    from training.data import encoder_view
+    task: str
+    chain_spec: Any  # rt_host.lv2.ChainSpec
+    model_rate: int
+    window: int  # samples at model_rate
+    hop: int  # samples at model_rate
+    held: dict[str, float]  # port units
+    predict: Predictor
+    source: str  # the checkpoint or bundle it came from
 
-    r = cfg["rates"]
-    rate, window = int(r["chain_rate"]), int(r["window"])
-    hop = int(round(int(r["hop"]) * rate / int(r["encoder_rate"])))
-    n = x.shape[1]
-    centres = np.arange(hop, n + hop, hop)  # window ends (named centres for automation_steps)
-    padded = np.pad(x, ((0, 0), (window, hop)))  # zeros before the start / after the end
-    preds = []
-    for i in range(0, len(centres), batch):
-        chunk = np.stack([padded[:, c : c + window] for c in centres[i : i + batch]])
-        view = encoder_view(chunk, rate, int(r["encoder_rate"]), int(r["encoder_window"]))
-        preds.append(np.asarray(encoder(view, training=False), dtype=np.float64))
-    raw = np.concatenate(preds)
-    fixed = cfg["chain"].get("fixed", {})
-    if fixed:
+    @classmethod
+    def from_bundle(cls, path: str | Path) -> SteeringModel:
+        """The shipped ONNX encoder (onnxruntime, as ``deepafx-rt render --bundle`` runs it)."""
+        from rt_host.bundle import load_bundle
+
+        b = load_bundle(path)
+        return cls(b.task, b.chain_spec, b.sample_rate, b.window, b.hop, dict(b.held.port) if b.held else {},
+                   b.predictor(b.session(threads=2)), str(b.path))  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, encoder, cfg: dict[str, Any], source: str = "") -> SteeringModel:
+        """A Keras encoder and its recipe."""
         from rt_host.lv2 import ChainSpec
-        from rt_host.lv2.chain import Chain
 
-        names = Chain(ChainSpec.load(cfg["chain"]["name"])).parameter_names
-        for name, value in fixed.items():
-            raw[:, names.index(name)] = float(value)
-    smooth = np.empty_like(raw)
-    acc = raw[0]
-    for k, u in enumerate(raw):
-        acc = smoothing * acc + (1.0 - smoothing) * u if k else u
-        smooth[k] = acc
-    return centres, smooth
+        r = cfg["rates"]
 
+        def predict(views: np.ndarray) -> np.ndarray:
+            return np.asarray(encoder(views, training=False), dtype=np.float32)
 
-def automation_steps(centres: np.ndarray, u: np.ndarray, n: int, step_length: int) -> np.ndarray:
-    """One parameter vector per ``step_length`` block of ``n`` samples, linearly interpolated between
-    the prediction centres (held constant before the first and after the last)."""
-    mids = np.arange(0, n, step_length) + step_length / 2
-    return np.stack([np.interp(mids, centres, u[:, j]) for j in range(u.shape[1])], axis=1)
+        return cls(
+            str(cfg.get("task", "mastering")),
+            ChainSpec.load(cfg["chain"]["name"]),
+            int(r["encoder_rate"]),
+            int(r["encoder_window"]),
+            int(r["hop"]),
+            dict(cfg["chain"].get("held", {})),
+            predict,
+            source,
+        )
 
 
-def render_chain(chain, x: np.ndarray, rate: int, params: np.ndarray, step_length: int) -> np.ndarray:
-    """The chain on ``x`` with latency compensation, so the output lines up with the target."""
-    return chain(x, rate, params=params, step_length=step_length, compensate_latency=True)
+def render_model(model: SteeringModel, chain, x: np.ndarray, rate: int, smoothing_s: float, block: int):
+    """``(output, automation)``: the chain on ``x`` steered by ``model`` as ``render --task`` plays it."""
+    from rt_host.steer import Geometry, HeldParameters, render_steered
+
+    geometry = Geometry.at(rate, model.model_rate, model.window, model.hop)
+    held = HeldParameters(chain.parameters, model.held) if model.held else None
+    return render_steered(
+        chain, x, rate, model.predict, geometry, held=held, smoothing_s=smoothing_s, block=block
+    )
+
+
+def render_chain(chain, x: np.ndarray, rate: int, params: np.ndarray, block: int) -> np.ndarray:
+    """The chain on ``x`` at fixed parameters, latency-compensated so the output lines up with the target."""
+    return chain(x, rate, params=params, block_size=block, compensate_latency=True)
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -188,45 +251,54 @@ def excerpt(track, seconds: float | None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(
-    encoder,
-    cfg: dict[str, Any],
+    model: SteeringModel,
     tracks: list,
     out: Path,
     *,
     seconds: float | None = 30.0,
-    smoothing: float = 0.5,
+    smoothing_s: float = DEFAULT_SMOOTHING_S,
+    block: int = DEFAULT_BLOCK,
     matchering: bool = True,
+    normalize_lufs: float | None = None,
 ) -> dict[str, Any]:
     """Score the systems on ``tracks``; write the files listed in the module docstring.
 
     ``matchering`` only applies to the mastering task (it is a mastering tool).
-    Returns the metrics dict written to ``metrics.json``.
+    ``normalize_lufs`` (mastering) is the level of the ``input_normalized``
+    baseline: the training split's median master loudness
+    (:func:`training.evaluation.mastering.median_loudness`); without it that
+    baseline is left out. Returns the metrics dict written to ``metrics.json``.
     """
-    from rt_host.lv2 import Chain, ChainSpec
-    from training.metrics import compare, matchering_master
+    from rt_host.lv2 import Chain
+    from training.evaluation.metrics import compare, matchering_master
 
     if not tracks:
         raise EvaluateError("no test tracks to evaluate")
     out.mkdir(parents=True, exist_ok=True)
-    spec = ChainSpec.load(cfg["chain"]["name"])
+    spec = model.chain_spec
     chain = Chain(spec)
-    rate = int(cfg["rates"]["chain_rate"])
+    rate = int(spec.sample_rate or tracks[0].rate)
     defaults = chain.default_normalized()
     per_track: list[dict[str, Any]] = []
     shown: dict[str, Any] = {}
     t0 = time.monotonic()
-    task = str(cfg.get("task", "mastering"))
-    matchering = matchering and task == "mastering"
+    task = model.task
+    mastering = task == "mastering"
+    matchering = matchering and mastering
     extra_metrics = task_extra_metrics(task)
+    if mastering:
+        from training.evaluation.mastering import gain_match, gain_to_loudness, scores_as_is_and_at_target
     excerpts = [excerpt(t, seconds) for t in tracks]
     for i, (track, (x, y)) in enumerate(zip(tracks, excerpts)):
         if track.rate != rate:
             raise EvaluateError(f"track {track.track_id} is at {track.rate} Hz; the chain renders at {rate}")
         outputs: dict[str, np.ndarray] = {"input": x}
-        outputs["default_chain"] = render_chain(chain, x, rate, defaults, STEP_LENGTH)
-        centres, u = predict_automation(encoder, x, cfg, smoothing)
-        steps = automation_steps(centres, u, x.shape[1], STEP_LENGTH)
-        outputs["model"] = render_chain(chain, x, rate, steps, STEP_LENGTH)
+        if mastering:  # the level baselines: an oracle gain, and a loudness normalizer
+            outputs["input_gain_matched"] = gain_match(x, y, rate)[0]
+            if normalize_lufs is not None:
+                outputs["input_normalized"] = gain_to_loudness(x, normalize_lufs, rate)[0]
+        outputs["default_chain"] = render_chain(chain, x, rate, defaults, block)
+        outputs["model"], automation = render_model(model, chain, x, rate, smoothing_s, block)
         if matchering and len(tracks) > 1:
             ref = excerpts[(i + 1) % len(tracks)][1]  # another track's master: never the scored target
             try:
@@ -236,10 +308,20 @@ def evaluate(
         row: dict[str, Any] = {"track": track.track_id, "seconds": round(x.shape[1] / rate, 2)}
         start = excerpt_bounds(track, seconds)[0]
         for system, audio in outputs.items():
+            if mastering:  # as is at the top (the keys of compare()), at target loudness nested
+                as_is, at_target = scores_as_is_and_at_target(audio, y, rate)
+                row[system] = {**as_is, "at_target": at_target}
+                continue
             row[system] = compare(audio, y, rate)
             if extra_metrics is not None:
                 row[system].update(extra_metrics(audio, x, y, track, start, rate))
         per_track.append(row)
+        if mastering:
+            log.info(
+                "[%d/%d] %s at target loudness: mrstft gain-matched input %.3f · model %.3f",
+                i + 1, len(tracks), track.track_id, row["input_gain_matched"]["at_target"]["mrstft"],
+                row["model"]["at_target"]["mrstft"],
+            )  # fmt: skip
         log.info(
             "[%d/%d] %s: mrstft input %.3f · default %.3f · model %.3f%s (%.0f s)",
             i + 1, len(tracks), track.track_id, row["input"]["mrstft"], row["default_chain"]["mrstft"],
@@ -248,17 +330,22 @@ def evaluate(
             time.monotonic() - t0,
         )  # fmt: skip
         if i == 0:
-            shown = {"track": track.track_id, "centres": centres, "u": u, "target": y, **outputs}
+            times, rows = automation.log()
+            shown = {"track": track.track_id, "times": times, "u": rows, "target": y, **outputs}
     chain.close()
 
-    metrics = summarize(per_track)
+    metrics = summarize_mastering(per_track) if mastering else summarize(per_track)
+    if mastering and normalize_lufs is not None:
+        metrics["input_normalized_lufs"] = round(float(normalize_lufs), 2)
     metrics["task"] = task
     metrics["tracks"] = len(per_track)
     metrics["seconds_per_track"] = float(np.mean([r["seconds"] for r in per_track]))
-    metrics["smoothing"] = smoothing
+    metrics["smoothing_s"] = smoothing_s
+    metrics["block"] = block
+    metrics["model_source"] = model.source
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     (out / "tracks.json").write_text(json.dumps(per_track, indent=1) + "\n")
-    (out / "metrics.md").write_text(markdown(metrics, per_track))
+    (out / "metrics.md").write_text((markdown_mastering if mastering else markdown)(metrics, per_track))
     plot_automation(shown, spec, rate, out / "automation.png")
     plot_spectra(shown, rate, out / "spectra.png")
     return metrics
@@ -324,14 +411,162 @@ def markdown(metrics: dict[str, Any], per_track: list[dict[str, Any]]) -> str:
             f"- median |LUFS error| of the model: {lufs:.2f} LU (goal ≤ 1) — "
             + ("met" if lufs <= 1 else "missed")
         )
-    lines += ["", "## Per track (MR-STFT / MFCC cosine / LUFS error)", ""]
+    if task == "distortion" and per_track and "esr" in per_track[0].get("model", {}):
+        esr = [r["model"]["esr"] for r in per_track]
+        worst = max(esr)
+        lines.append(
+            f"- ESR on every track ≤ {ESR_GOAL:g} (stretch ≤ {ESR_STRETCH:g}): worst {worst:.3f}, median "
+            f"{np.median(esr):.3f}, {sum(e <= ESR_GOAL for e in esr)} of {len(esr)} tracks ≤ {ESR_GOAL:g} — "
+            + ("met" if worst <= ESR_GOAL else "missed")
+        )
+    if task == "nonspeech" and "event_attenuation_db" in metrics:
+        att = metrics["event_attenuation_db"].get("model")
+        speech = metrics.get("speech_mrstft", {}).get("model")
+        if att is not None:
+            lines.append(f"- events attenuated by ≥ {EVENT_GOAL_DB:g} dB: {att:.1f} dB — "
+                         + ("met" if att >= EVENT_GOAL_DB else "missed"))  # fmt: skip
+        if speech is not None:
+            verdict = "met" if speech <= SPEECH_GOAL else "missed"
+            lines.append(f"- speech within {SPEECH_GOAL:g} MR-STFT of clean: {speech:.3f} — {verdict}")
+    extra = "" if task != "distortion" else " / ESR"
+    lines += ["", f"## Per track (MR-STFT / MFCC cosine / LUFS error{extra})", ""]
     systems = [s for s in SYSTEMS if any(s in r for r in per_track)]
     lines += ["| track | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
     for r in per_track:
         cells = [
-            f"{r[s]['mrstft']:.3f} / {r[s]['mfcc_cosine']:.4f} / {r[s]['lufs_error']:+.1f}" if s in r else ""
+            f"{r[s]['mrstft']:.3f} / {r[s]['mfcc_cosine']:.4f} / {r[s]['lufs_error']:+.1f}"
+            + (f" / {r[s]['esr']:.3f}" if "esr" in r[s] else "")
+            if s in r
+            else ""
             for s in systems
         ]
+        lines.append(f"| {r['track']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# --- mastering: as is and at target loudness (issue 14) ------------------------------------------
+# (key in metrics.json, column title, how the tracks combine, format); "abs_*" take |value| first
+MASTERING_COLUMNS = (
+    ("mrstft", "MR-STFT", "mean", "{:.3f}"),
+    ("mfcc_cosine", "MFCC cos", "mean", "{:.4f}"),
+    ("lufs_error_abs_median", "median \\|LUFS err\\| (LU)", "abs_median", "{:.2f}"),
+    ("true_peak_dbtp_max", "true peak max (dBTP)", "max", "{:+.2f}"),
+    ("true_peak_dbtp_median", "true peak median (dBTP)", "median", "{:+.2f}"),
+    ("lra_error_abs_mean", "mean \\|LRA err\\| (LU)", "abs_mean", "{:.2f}"),
+    ("balance_error_db", "1/3-oct balance err (dB)", "mean", "{:.2f}"),
+)
+_MASTERING_SOURCE = {  # the per-track score each summary column reads
+    "mrstft": "mrstft",
+    "mfcc_cosine": "mfcc_cosine",
+    "lufs_error_abs_median": "lufs_error",
+    "true_peak_dbtp_max": "true_peak_dbtp",
+    "true_peak_dbtp_median": "true_peak_dbtp",
+    "lra_error_abs_mean": "lra_error",
+    "balance_error_db": "balance_error_db",
+}
+
+
+def _combine(values: list[float], how: str) -> float | None:
+    v = np.array([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not v.size:
+        return None
+    if how.startswith("abs_"):
+        v, how = np.abs(v), how[4:]
+    return float({"mean": np.mean, "median": np.median, "max": np.max}[how](v))
+
+
+def summarize_mastering(per_track: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{metric: {system: value}}`` as is (keys of :data:`MASTERING_COLUMNS`) and at target loudness
+    (the same keys + ``_at_target``), plus the relative improvements of the model over every other
+    system on MR-STFT and MFCC cosine in both views (flat, in %, positive = the model is closer)."""
+    systems = [s for s in MASTERING_SYSTEMS if any(s in r for r in per_track)]
+    metrics: dict[str, Any] = {}
+    for suffix in ("", "_at_target"):
+        for key, _, how, _ in MASTERING_COLUMNS:
+            metrics[key + suffix] = {}
+            for s in systems:
+                rows = [r[s]["at_target"] if suffix else r[s] for r in per_track if s in r]
+                metrics[key + suffix][s] = _combine([r[_MASTERING_SOURCE[key]] for r in rows], how)
+    for suffix in ("", "_at_target"):
+        for metric in ("mrstft", "mfcc_cosine"):
+            m = metrics[metric + suffix]
+            for base in systems:
+                if base != "model" and m.get(base) and m.get("model") is not None:
+                    key = f"{metric}{suffix}_model_vs_{base}_pct"
+                    metrics[key] = round(100.0 * (1.0 - m["model"] / m[base]), 2)
+    return metrics
+
+
+def markdown_mastering(metrics: dict[str, Any], per_track: list[dict[str, Any]]) -> str:
+    """The mastering results: the table as is, the table at target loudness, issue 14's goals, per track."""
+    systems = [s for s in MASTERING_SYSTEMS if s in metrics["mrstft"]]
+
+    def table(suffix: str) -> list[str]:
+        lines = ["| system | " + " | ".join(c[1] for c in MASTERING_COLUMNS) + " |"]
+        lines.append("|---" * (len(MASTERING_COLUMNS) + 1) + "|")
+        for s in systems:
+            cells = []
+            for key, _, _, fmt in MASTERING_COLUMNS:
+                v = metrics[key + suffix].get(s)
+                cells.append("n/a" if v is None else fmt.format(v))
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        return lines
+
+    lufs = metrics.get("input_normalized_lufs")
+    lines = [
+        "# Evaluation on the test split (mastering)",
+        "",
+        f"{metrics['tracks']} track(s), {metrics['seconds_per_track']:.1f} s each (the middle of the track). "
+        "MR-STFT, MFCC cosine, |LRA error| and balance error: means over tracks (lower is better); LUFS: "
+        "median |output − target|; true peak: the output's own, the maximum and the median over tracks.",
+        "",
+        "Systems: `input_gain_matched` is the input at the target's integrated loudness (an oracle); "
+        "`input_normalized` the input at the training masters' median loudness"
+        + (f" ({lufs:.2f} LUFS)" if lufs is not None else "")
+        + " (no oracle); matchering's reference is another test track's master.",
+        "",
+        "## As is",
+        "",
+        *table(""),
+        "",
+        "## At target loudness",
+        "",
+        "Each output gain-matched to its target's integrated loudness before scoring: what the processing "
+        "does beyond level. (LUFS error is 0 here by construction; MFCC cosine, LRA and balance error "
+        "ignore level, so they equal the table above.)",
+        "",
+        *table("_at_target"),
+        "",
+        f"## Goals (issue {ISSUE['mastering']})",
+        "",
+    ]
+    for key, need, label in GOALS["mastering"]:
+        v = metrics.get(key)
+        verdict = (
+            "n/a" if v is None else f"{v:+.1f} % (goal ≥ {need:g} %) — {'met' if v >= need else 'missed'}"
+        )
+        lines.append(f"- {label}: {verdict}")
+    for key, label, limit, unit in MASTERING_LIMITS:
+        v = metrics.get(key, {}).get("model")
+        verdict = (
+            "n/a"
+            if v is None
+            else f"{v:+.2f} {unit} (goal ≤ {limit:g}) — {'met' if v <= limit else 'missed'}"
+        )
+        lines.append(f"- {label}: {verdict}")
+    lines += ["", "## Per track (MR-STFT as is / at target loudness, LUFS error, true peak dBTP)", ""]
+    lines += ["| track | " + " | ".join(systems) + " |", "|---" * (len(systems) + 1) + "|"]
+    for r in per_track:
+        cells = []
+        for s in systems:
+            if s not in r:
+                cells.append("")
+                continue
+            a = r[s]
+            cells.append(
+                f"{a['mrstft']:.3f} / {a['at_target']['mrstft']:.3f}, {a['lufs_error']:+.1f}, "
+                f"{a['true_peak_dbtp']:+.1f}"
+            )
         lines.append(f"| {r['track']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -348,14 +583,14 @@ def plot_automation(shown: dict[str, Any], spec, rate: int, path: Path) -> None:
     from rt_host.lv2.chain import Chain
 
     names = Chain(spec).parameter_names
-    u, t = shown["u"], shown["centres"] / rate
+    u, t = shown["u"], shown["times"]
     fig, (ax_map, ax_lines) = plt.subplots(2, 1, figsize=(10, 9), height_ratios=(3, 2))
     extent = (float(t[0]), float(t[-1]) if len(t) > 1 else float(t[0]) + 1.0, len(names) - 0.5, -0.5)
     im = ax_map.imshow(u.T, aspect="auto", interpolation="nearest", vmin=0, vmax=1, extent=extent)
     ax_map.set_yticks(range(len(names)))
     ax_map.set_yticklabels(names, fontsize=5)
     fig.colorbar(im, ax=ax_map, label="normalized value")
-    ax_map.set_title(f"predicted automation, {shown['track']} (smoothed, one prediction per hop)")
+    ax_map.set_title(f"automation as played, {shown['track']} (causal, live smoother)")
     top = np.argsort(-np.ptp(u, axis=0))[:6]
     for j in top:
         ax_lines.plot(t, u[:, j], label=names[j])
@@ -406,52 +641,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", required=True, help="task name, e.g. mastering")
     parser.add_argument("--checkpoint", type=Path, help="encoder .keras (default: runs/TASK/encoder.keras)")
     parser.add_argument(
+        "--bundle", type=Path, metavar="DIR",
+        help="score an exported bundle instead (onnxruntime, as the product runs it; no TensorFlow)",
+    )  # fmt: skip
+    parser.add_argument(
         "--config", type=Path, help="recipe (default: config.toml next to the checkpoint, else the task's)"
     )
     parser.add_argument("--seconds", type=float, default=30.0, help="excerpt per track (default 30; 0 = all)")
     parser.add_argument("--tracks", type=int, help="evaluate only the first N test tracks")
-    parser.add_argument("--smoothing", type=float, default=0.5, help="automation smoothing per hop, 0 … <1")
+    parser.add_argument(
+        "--smoothing", type=float, default=DEFAULT_SMOOTHING_S, metavar="SECONDS",
+        help="time constant of the live smoother (default %(default)g s, as render and live)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--block", type=int, default=DEFAULT_BLOCK, help="frames per automation step (default %(default)d)"
+    )
     parser.add_argument("--out", type=Path, help="results folder (default: the checkpoint's folder /eval)")
     parser.add_argument("--data", help="data cache folder (default: $DEEPAFX_DATA/TASK or ~/.cache/…)")
     parser.add_argument("--no-matchering", action="store_true", help="skip the matchering baseline")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not 0.0 <= args.smoothing < 1.0:
-        parser.error("--smoothing must be in [0, 1)")
+    if not (math.isfinite(args.smoothing) and args.smoothing >= 0):
+        parser.error("--smoothing must be a time constant in seconds ≥ 0")
+    if args.block < 1:
+        parser.error("--block must be ≥ 1")
     checkpoint = args.checkpoint or project_root() / "runs" / args.task / "encoder.keras"
-    if not checkpoint.is_file():
+    if args.bundle is None and not checkpoint.is_file():
         print(
             f"evaluate.py: error: no trained encoder at {checkpoint}; train one "
-            f"(python training/train.py --task {args.task}) or pass --checkpoint",
+            f"(python training/train.py --task {args.task}), pass --checkpoint, or score a bundle "
+            "with --bundle",
             file=sys.stderr,
         )
         return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from training.data import load_tracks, resolve_cache_dir
-        from training.export import load_checkpoint
-        from training.train import config_path, load_config
 
-        cfg_file = args.config
-        if cfg_file is None:
-            beside = checkpoint.parent / "config.toml"
-            cfg_file = beside if beside.is_file() else config_path(args.task)
-        cfg = load_config(cfg_file)
-        tracks = load_tracks(
-            resolve_cache_dir(args.task, args.data or cfg.get("data", {}).get("cache")), "test"
-        )
+        if args.bundle is not None:
+            model = SteeringModel.from_bundle(args.bundle)
+            if model.task != args.task:
+                raise EvaluateError(f"the bundle {args.bundle} is for task {model.task!r}, not {args.task!r}")
+            cache = args.data
+            out = args.out or Path(args.bundle) / "eval"
+        else:
+            from training.export import load_checkpoint
+            from training.train import config_path, load_config
+
+            cfg_file = args.config
+            if cfg_file is None:
+                beside = checkpoint.parent / "config.toml"
+                cfg_file = beside if beside.is_file() else config_path(args.task)
+            cfg = load_config(cfg_file)
+            model = SteeringModel.from_checkpoint(load_checkpoint(checkpoint), cfg, str(checkpoint))
+            cache = args.data or cfg.get("data", {}).get("cache")
+            out = args.out or checkpoint.parent / "eval"
+        tracks = load_tracks(resolve_cache_dir(args.task, cache), "test")
         if args.tracks:
             tracks = tracks[: args.tracks]
-        encoder = load_checkpoint(checkpoint)
-        out = args.out or checkpoint.parent / "eval"
+        normalize_lufs = None
+        if args.task == "mastering":  # the loudness normalizer's level: the training masters' median
+            from training.evaluation.mastering import median_loudness
+
+            normalize_lufs = median_loudness(load_tracks(resolve_cache_dir(args.task, cache), "train"))
         metrics = evaluate(
-            encoder,
-            cfg,
+            model,
             tracks,
             out,
             seconds=args.seconds or None,
-            smoothing=args.smoothing,
+            smoothing_s=args.smoothing,
+            block=args.block,
             matchering=not args.no_matchering,
+            normalize_lufs=normalize_lufs,
         )
     except DeepAFxError as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ format is :mod:`rt_host.bundle`'s). :func:`export_bundle` does, in order:
    never replaces a working bundle.
 
 **Checkpoint format** (what the CLI reads): a Keras 3 ``.keras`` file written
-by ``model.save(path)`` of an encoder from :func:`training.encoders.build_encoder`
+by ``model.save(path)`` of an encoder from :func:`training.models.encoders.build_encoder`
 — ``(batch, window)`` audio → ``(batch, n_params)``. A training model that
 *contains* such an encoder as a nested model named ``encoder`` also works.
 The default path is ``runs/<task>/encoder.keras`` under the project root.
@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make ``training`` and ``rt_hos
 from rt_host.bundle import FORMAT, bundle_dir, load_bundle, project_root  # noqa: E402
 from rt_host.errors import DeepAFxError  # noqa: E402
 from rt_host.lv2.spec import ChainSpec  # noqa: E402
+from rt_host.steer.held import HeldParameters  # noqa: E402
 
 log = logging.getLogger("training.export")
 
@@ -342,7 +343,7 @@ def _model_card(
 
 def _describe(model) -> dict:
     try:
-        from training.encoders import describe
+        from training.models.encoders import describe
 
         return describe(model)
     except (ValueError, AttributeError, IndexError):  # not built by build_encoder: say less
@@ -367,8 +368,8 @@ def export_bundle(
 
     ``sample_rate``, ``window`` and ``hop`` describe what the encoder hears
     (the model's rate, not the chain's); ``window`` must be the model's input
-    length. ``held`` (the run's ``[chain] fixed``: normalized values of ports
-    the recipe never trained) goes to ``[held]``, so the host plays them as
+    length. ``held`` (the run's ``[chain] held``: port values of predicted
+    ports the recipe held) goes to ``[held]``, so the host plays them as
     training and evaluation did. ``metrics`` (test metrics) go to ``[metrics]`` and, when no
     ``model_card`` markdown is given, into a generated card. Raises
     :class:`ExportError` (or the host's ``BundleError``/``ChainError``) with a
@@ -392,9 +393,10 @@ def export_bundle(
         )
     if not 0 < hop <= window:
         raise ExportError(f"hop must be between 1 and the window ({window}), got {hop}")
-    unknown = sorted(set(held or {}) - set(names))
-    if unknown:
-        raise ExportError(f"held parameter(s) {', '.join(unknown)} are not predicted by {chain_spec.name!r}")
+    try:  # the host's own check: names, finite, inside the ranges, port units
+        HeldParameters(Chain(chain_spec).parameters, dict(held or {}), "held")
+    except DeepAFxError as exc:
+        raise ExportError(str(exc)) from None
     info = _describe(model)
     if info.get("sample_rate", sample_rate) != sample_rate:
         raise ExportError(
@@ -450,6 +452,7 @@ def export_bundle(
             versions,
         )
         (staging / "MODEL_CARD.md").write_text(card, encoding="utf-8")
+        _copy_midi_map(chain_spec, names, staging)
         load_bundle(staging)  # the host's own validator, before anything is replaced
         _replace_dir(staging, out_dir)
     except BaseException:
@@ -463,6 +466,24 @@ def export_bundle(
         time.perf_counter() - started,
     )
     return out_dir
+
+
+def _copy_midi_map(chain_spec, names: list[str], staging: Path) -> None:
+    """Ship the chain's default MIDI map (``chains/NAME.midi.toml``) inside the bundle, checked against
+    the bundle's own parameters: the host looks in the bundle first, so a later change of the chain
+    files cannot break a shipped model's knobs."""
+    from rt_host.live.midi import MidiError, MidiMap
+    from rt_host.lv2.spec import builtin_chain_dir
+
+    source = builtin_chain_dir() / f"{chain_spec.name}.midi.toml"
+    if not source.is_file():
+        return
+    try:
+        MidiMap.load(source, names)
+    except MidiError as exc:
+        log.warning("not shipping %s with the bundle: %s", source.name, exc)
+        return
+    shutil.copyfile(source, staging / "midi-map.toml")
 
 
 def _replace_dir(new: Path, target: Path) -> None:
@@ -486,7 +507,7 @@ def load_checkpoint(path: Path):
     """The encoder in a ``.keras`` checkpoint (see the module docstring for the format)."""
     import keras
 
-    import training.encoders  # noqa: F401  (registers LogMelSpectrogram for deserialization)
+    import training.models.encoders  # noqa: F401  (registers LogMelSpectrogram for deserialization)
 
     try:
         model = keras.models.load_model(path, compile=False)
@@ -577,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             hop=hop,
             metrics=metrics,
             model_card=card,
-            held=run_cfg.get("chain", {}).get("fixed") or None,
+            held=run_cfg.get("chain", {}).get("held") or None,
         )
     except (DeepAFxError, json.JSONDecodeError) as exc:
         print(f"export.py: error: {exc}", file=sys.stderr)

@@ -8,28 +8,19 @@
     input window, 44.1 kHz stereo (preroll + N) ─────────────────────────────┐
     encoder view (mono, 22,050 Hz, 40,960) → encoder → sigmoid (53) → free ─→ LV2Layer → output (N)
 
-The encoder (:func:`training.encoders.build_encoder`) hears the downsampled
+The encoder (:func:`training.models.encoders.build_encoder`) hears the downsampled
 mono view of the window (:func:`training.data.encoder_view`, computed in the
 data pipeline with soxr), but the chain renders the window at the music's own
-rate (:class:`training.layer.LV2Layer`): mastering happens above 11 kHz too.
+rate (:class:`training.spsa.layer.LV2Layer`): mastering happens above 11 kHz too.
 The encoder always predicts *every* chain parameter, so the saved
 ``encoder.keras`` is exactly what :mod:`training.export` bundles; a stage that
 holds some parameters fixed simply feeds the layer the other columns.
 
-**Loss**, on the output aligned to the target: the chain delays its output
-(the limiter's look-ahead), so before comparing, the lag that maximises the
-cross-correlation of the mono mixes is found per example (FFT, within ±(chain
-latency + margin) samples; no gradient flows through the choice), the output
-shifted by it, and ``max_lag`` samples dropped from both ends so no
-wrapped-around audio is scored. Then
-``Σ_fft [spectral convergence + log_weight · mean |log |Y| − log |T||] + l1_weight · mean |y − t|``,
-plus, with ``event_weight`` > 0, the *event term*: on the frames where the
-input holds more than the target (the residual ``input − target`` is louder
-than the target there: nonspeech's breaths and clicks), how much louder the
-output is than the target, ``mean max(0, ln E_out − ln E_target)`` over those
-frames (1 ≈ 4.3 dB left over). The spectral terms weigh a quiet breath in a
-pause next to nothing, and gating the room floor around it a lot: without this
-term the nonspeech model learned not to gate at all.
+**Loss** (:mod:`training.models.losses`, built from the recipe's ``[loss]``):
+a multi-resolution spectral distance plus a time-domain L1 on the output aligned
+to the target by cross-correlation (the chain's latency), optionally with the
+level matched first and the loudness error charged on its own (mastering), and
+an *event term* for what the input holds and the target does not (nonspeech).
 
 **Schedule** (``training/configs/<task>.toml``):
 
@@ -84,6 +75,8 @@ if __package__ in (None, ""):  # run as a script: make ``training`` and ``rt_hos
 
 from rt_host.bundle import project_root  # noqa: E402
 from rt_host.errors import DeepAFxError  # noqa: E402
+from rt_host.steer.held import HeldParameters  # noqa: E402
+from training.models.losses import AlignedSpectralLoss  # noqa: E402
 
 log = logging.getLogger("training.train")
 
@@ -98,6 +91,7 @@ HISTORY_FIELDS = (
     "seconds",
     "s_per_step",
     "examples_per_s",
+    "worker_restarts",  # plugin workers restarted after dying or hanging, over the whole run so far
 )
 
 
@@ -127,6 +121,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise TrainError(
             f"{path}: window {r['window']} at {r['chain_rate']} Hz is not encoder_window "
             f"{r['encoder_window']} at {r['encoder_rate']} Hz"
+        )
+    if "fixed" in cfg["chain"]:
+        raise TrainError(
+            f"{path}: [chain] fixed is gone; hold predicted ports with [chain] held, in port units "
+            '(e.g. held = { "gate.freq1" = 1000.0 })'
         )
     fractions = [float(s["fraction"]) for s in cfg["stages"]]
     if not cfg["stages"] or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
@@ -201,7 +200,8 @@ class WindowBatches(keras.utils.PyDataset):
         return self.steps
 
     def __getitem__(self, index: int):
-        from training.data import WindowSampler, encoder_view
+        from rt_host.steer.view import encoder_view
+        from training.data import WindowSampler
 
         r, batch = self.cfg["rates"], int(self.cfg["train"]["batch"])
         with self._lock:
@@ -228,7 +228,8 @@ def with_residual(x: np.ndarray, y: np.ndarray, cfg: dict[str, Any]) -> np.ndarr
 
 def validation_set(tracks: list, cfg: dict[str, Any]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """``val_windows`` fixed windows spread evenly over the validation tracks' grid (same every epoch)."""
-    from training.data import encoder_view, iter_windows
+    from rt_host.steer.view import encoder_view
+    from training.data import iter_windows
 
     r = cfg["rates"]
     grid = list(iter_windows(tracks, r["window"], preroll=r["preroll"]))
@@ -240,132 +241,6 @@ def validation_set(tracks: list, cfg: dict[str, Any]) -> tuple[tuple[np.ndarray,
     y = with_residual(x, np.stack([w.target for w in picks]), cfg)
     e = encoder_view(x[:, :, r["preroll"] :], r["chain_rate"], r["encoder_rate"], r["encoder_window"])
     return (np.ascontiguousarray(x.transpose(0, 2, 1)), e), np.ascontiguousarray(y.transpose(0, 2, 1))
-
-
-# --- loss ---------------------------------------------------------------------------------------
-class AlignedSpectralLoss(keras.losses.Loss):
-    """Multi-scale spectral distance + ``l1_weight`` · time-domain L1, after cross-correlation alignment.
-
-    ``y_true``/``y_pred`` are ``(batch, samples, channels)``. See the module
-    docstring for the formula. :attr:`traced_in_graph` records whether the
-    loss was ever traced into a graph (``tf.function``), which tests use to
-    check that ``model.fit`` does not fall back to eager execution.
-    """
-
-    traced_in_graph = False
-
-    def __init__(
-        self,
-        max_lag: int,
-        fft_sizes: Sequence[int] = (4096, 1024, 256),
-        l1_weight: float = 10.0,
-        log_weight: float = 1.0,
-        event_weight: float = 0.0,
-        event_frame: int = 1024,
-        **kw,
-    ) -> None:
-        super().__init__(name=kw.pop("name", "aligned_spectral"), **kw)
-        # with event_weight > 0, y_true holds the target's C channels, then the residual's C
-        self.event_weight, self.event_frame = float(event_weight), int(event_frame)
-        self.max_lag, self.fft_sizes, self.l1_weight = int(max_lag), tuple(fft_sizes), float(l1_weight)
-        # the log-magnitude term weighs quiet bins like loud ones; < 1 lets a task care about the loud
-        # parts (nonspeech: gating the room floor around a breath costs it as much as harming speech)
-        self.log_weight = float(log_weight)
-
-    def call(self, y_true, y_pred):
-        import tensorflow as tf
-
-        if not tf.executing_eagerly():
-            AlignedSpectralLoss.traced_in_graph = True
-        y_true = tf.cast(y_true, tf.float32)
-        y_pred = tf.cast(y_pred, tf.float32)
-        channels = y_pred.shape[-1]
-        residual = None
-        if self.event_weight > 0:
-            y_true, residual = y_true[..., :channels], y_true[..., channels:]
-        t, p = align(y_true, y_pred, self.max_lag)
-        # spectral terms on every channel: (B, T, C) → (B·C, T)
-        tc = tf.reshape(tf.transpose(t, (0, 2, 1)), (-1, t.shape[1]))
-        pc = tf.reshape(tf.transpose(p, (0, 2, 1)), (-1, p.shape[1]))
-        total = 0.0
-        for n in self.fft_sizes:
-            st, sp = _magnitude(tc, n), _magnitude(pc, n)
-            sc = tf.norm(st - sp) / (tf.norm(st) + 1e-7)
-            lm = tf.reduce_mean(tf.abs(tf.math.log(st + 1e-5) - tf.math.log(sp + 1e-5)))
-            total += sc + self.log_weight * lm
-        l1 = tf.reduce_mean(tf.abs(t - p))
-        total += self.l1_weight * l1
-        if residual is not None:
-            lag = self.max_lag
-            r = residual[:, lag : residual.shape[1] - lag] if lag > 0 else residual
-            total += self.event_weight * event_excess(t, p, r, self.event_frame)
-        # one value per batch (Keras averages per-example values; this loss is batch-level)
-        return tf.fill((tf.shape(y_true)[0],), total)
-
-    def get_config(self) -> dict:
-        return {
-            **super().get_config(),
-            "max_lag": self.max_lag,
-            "fft_sizes": list(self.fft_sizes),
-            "l1_weight": self.l1_weight,
-            "log_weight": self.log_weight,
-            "event_weight": self.event_weight,
-            "event_frame": self.event_frame,
-        }
-
-
-def event_excess(t, p, r, frame: int):
-    """``mean max(0, ln E_p − ln E_t)`` over the frames where the residual ``r`` is louder than the
-    target ``t`` (all ``(B, N, C)``, aligned; frames of ``frame`` samples, hop ``frame // 2``); 0 when
-    no frame qualifies. Energies get a floor of 1e-10 (−100 dBFS) so silence does not dominate."""
-    import tensorflow as tf
-
-    def energy(x):
-        frames = tf.signal.frame(tf.transpose(x, (0, 2, 1)), frame, frame // 2)  # (B, C, F, frame)
-        return tf.reduce_mean(tf.square(frames), axis=-1) + 1e-10
-
-    et, ep, er = energy(t), energy(p), energy(r)
-    mask = tf.cast(er > et, tf.float32)
-    excess = tf.nn.relu(tf.math.log(ep) - tf.math.log(et))
-    return tf.math.divide_no_nan(tf.reduce_sum(mask * excess), tf.reduce_sum(mask))
-
-
-def _magnitude(x, n_fft: int):
-    """``|STFT|`` of ``(batch, samples)`` with a periodic Hann, hop n/4; √(re² + im² + tiny) keeps the
-    gradient finite at exact zeros, where ``tf.abs`` of a complex number divides 0 by 0."""
-    import tensorflow as tf
-
-    s = tf.signal.stft(x, n_fft, n_fft // 4, n_fft, window_fn=tf.signal.hann_window)
-    return tf.sqrt(tf.math.real(s) ** 2 + tf.math.imag(s) ** 2 + 1e-12)
-
-
-def align(y_true, y_pred, max_lag: int):
-    """Shift ``y_pred`` onto ``y_true`` by the lag of best cross-correlation, per example.
-
-    Both ``(batch, N, channels)`` with a static ``N``. The lag ``d`` ∈
-    [−max_lag, max_lag] maximises ``Σ_t pred[t + d] · true[t]`` over the mono
-    mixes (an FFT of length 2N: no circular wrap); returns
-    ``(true[L : N − L], pred[L + d : N − L + d])`` with ``L = max_lag``, so both
-    are ``N − 2L`` long and hold real samples only. The lag is a constant for
-    the gradient (``stop_gradient``): the loss is differentiable in the audio.
-    """
-    import tensorflow as tf
-
-    n = int(y_true.shape[1])
-    lag = int(max_lag)
-    if lag <= 0:
-        return y_true, y_pred
-    if n <= 2 * lag:
-        raise ValueError(f"windows of {n} samples are too short for a lag search of ±{lag}")
-    a = tf.reduce_mean(y_pred, axis=-1)
-    b = tf.reduce_mean(y_true, axis=-1)
-    fa = tf.signal.rfft(a, [2 * n])
-    fb = tf.signal.rfft(b, [2 * n])
-    r = tf.signal.irfft(fa * tf.math.conj(fb), [2 * n])  # r[d] = Σ_t a[t + d] b[t]; r[2n − d] = lag −d
-    window = tf.concat([r[:, 2 * n - lag :], r[:, : lag + 1]], axis=1)  # lags −L … L
-    d = tf.stop_gradient(tf.argmax(window, axis=1, output_type=tf.int32) - lag)
-    idx = lag + d[:, None] + tf.range(n - 2 * lag)[None, :]
-    return y_true[:, lag : n - lag], tf.gather(y_pred, idx, batch_dims=1)
 
 
 # --- model --------------------------------------------------------------------------------------
@@ -383,7 +258,7 @@ def chain_latency(spec, rate: int) -> int:
 
 def build_encoder_from_config(n_params: int, cfg: dict[str, Any]):
     """The encoder a config describes (its rate and window, backbone, width)."""
-    from training.encoders import build_encoder
+    from training.models.encoders import build_encoder
 
     e, r = cfg["encoder"], cfg["rates"]
     return build_encoder(
@@ -440,7 +315,8 @@ def build_training_model(
     """``[chain_audio (B, preroll + N, C), encoder_audio (B, W)] → chain output (B, N, C)``.
 
     With ``defaults`` and ``[train] anchor_weight`` > 0, the outputs of the
-    ports the layer holds fixed are pulled towards ``defaults`` (:class:`AnchorToDefaults`).
+    ports the layer holds fixed are pulled towards ``defaults`` (:class:`AnchorToDefaults`);
+    ``[train] prior_weight`` > 0 pulls the trained ones there too, more weakly.
     """
     from keras import ops
 
@@ -453,6 +329,11 @@ def build_training_model(
     weight = float(cfg["train"].get("anchor_weight", 0.0))
     if held and defaults is not None and weight > 0:
         u = AnchorToDefaults(held, defaults, weight, name="anchor_to_defaults")(u)
+    prior = float(cfg["train"].get("prior_weight", 0.0))
+    if free and defaults is not None and prior > 0:
+        # a weak pull of the trained ports towards the chain's neutral defaults: SPSA's noisy steps
+        # otherwise random-walk parameters the loss is flat in (measured: mastering's EQ drifted)
+        u = AnchorToDefaults(free, defaults, prior, name="prior_to_defaults")(u)
     if len(free) != len(names):
         index = np.asarray(free, dtype=np.int32)
         u = keras.layers.Lambda(lambda v: ops.take(v, index, axis=1), name="free_params")(u)
@@ -469,6 +350,12 @@ class RunRecorder(keras.callbacks.Callback):
         self.extra_state = extra_state
         self._t_epoch = self._t_batch = 0.0
         self._batch_times: list[float] = []
+        self._pool = None
+        self._restarts_seen = 0
+
+    def watch(self, pool) -> None:
+        """Count ``pool``'s worker restarts into the history and ``state.json`` (``worker_restarts``)."""
+        self._pool, self._restarts_seen = pool, pool.restarts
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._t_epoch = time.monotonic()
@@ -487,6 +374,10 @@ class RunRecorder(keras.callbacks.Callback):
         # the first step of a phase includes tracing and the pool's start: the median is the honest rate
         s_step = float(np.median(self._batch_times)) if self._batch_times else float("nan")
         lr = logs.get("learning_rate", _lr(self.opt))
+        if self._pool is not None:  # a run total: resumed runs start from the saved count
+            new = self._pool.restarts - self._restarts_seen
+            self._restarts_seen = self._pool.restarts
+            self.extra_state["worker_restarts"] = self.extra_state.get("worker_restarts", 0) + new
         row = {
             "epoch": epoch + 1,
             "phase": self.phase.name,
@@ -497,6 +388,7 @@ class RunRecorder(keras.callbacks.Callback):
             "seconds": round(time.monotonic() - self._t_epoch, 2),
             "s_per_step": round(s_step, 4),
             "examples_per_s": round(batch / s_step, 3) if s_step > 0 else None,
+            "worker_restarts": self.extra_state.get("worker_restarts", 0),
         }
         append_history(self.out / "history.csv", row)
         plot_history(self.out / "history.csv", self.out / "history.png")
@@ -517,6 +409,12 @@ def _lr(optimizer) -> float:
 def append_history(path: Path, row: dict) -> None:
     """Add one row to ``history.csv`` (header on first write); a resumed run appends."""
     new = not path.exists()
+    old = read_history(path)
+    if old and list(old[0]) != list(HISTORY_FIELDS):  # written before a column was added: rewrite it
+        path.unlink()
+        for r in old:
+            append_history(path, r)
+        new = False
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
         if new:
@@ -660,10 +558,10 @@ def train(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from rt_host.lv2 import Chain, ChainSpec
     from training.data import BUILDERS, load_tracks, resolve_cache_dir
-    from training.encoders import calibrate_batch_norm
-    from training.layer import LV2Layer
-    from training.renderer import RenderSettings
-    from training.workers import create_pool
+    from training.models.encoders import calibrate_batch_norm
+    from training.spsa.layer import LV2Layer
+    from training.spsa.renderer import RenderSettings
+    from training.spsa.workers import create_pool
 
     keras.backend.clear_session()
     out.mkdir(parents=True, exist_ok=True)
@@ -683,9 +581,9 @@ def train(
     probe = Chain(spec)
     names = probe.parameter_names
     defaults = probe.default_normalized().astype(np.float32)
-    config_fixed = dict(cfg["chain"].get("fixed", {}))
-    for k, v in config_fixed.items():  # the encoder's target for a fixed port is its fixed value
-        defaults[names.index(k)] = float(v)
+    held = HeldParameters(probe.parameters, dict(cfg["chain"].get("held", {})), "[chain] held")
+    config_fixed = dict(held.normalized)  # the layer holds them (normalized)
+    defaults = held.apply(defaults)  # the encoder's target for a held port is its held value
     r, tcfg = cfg["rates"], cfg["train"]
     latency = chain_latency(spec, int(r["chain_rate"]))
     max_lag = latency + int(cfg["loss"]["max_lag_margin"])
@@ -722,6 +620,7 @@ def train(
         "data": str(cache),
         "graph_mode": bool(state.get("graph_mode", False)),
         "train_seconds_before": float(state.get("train_seconds_total", 0.0)),
+        "worker_restarts": int(state.get("worker_restarts", 0)),
     }
     if "best" in state:
         extra["best"] = state["best"]
@@ -764,6 +663,7 @@ def train(
                 optimizer.learning_rate = phase.learning_rate
             if pool is None:
                 pool = create_pool(settings, workers)  # one pool for every stage: its chain never changes
+            recorder.watch(pool)
             layer = LV2Layer(
                 spec,
                 int(r["chain_rate"]),
@@ -776,14 +676,7 @@ def train(
                 name=f"chain_{index}",
             )
             model = build_training_model(encoder, layer, cfg, names, defaults)
-            loss = AlignedSpectralLoss(
-                max_lag,
-                cfg["loss"]["fft_sizes"],
-                float(cfg["loss"]["l1_weight"]),
-                float(cfg["loss"].get("log_weight", 1.0)),
-                float(cfg["loss"].get("event_weight", 0.0)),
-                int(cfg["loss"].get("event_frame", 1024)),
-            )
+            loss = AlignedSpectralLoss.from_recipe(max_lag, cfg["loss"], int(r["chain_rate"]))
             model.compile(optimizer=optimizer, loss=loss, jit_compile=False, run_eagerly=False)
             if resume and not optimizer_restored:
                 optimizer_restored = restore_optimizer(

@@ -8,6 +8,7 @@ change between blocks. Everything runs in the native loop of :mod:`engine`.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,15 +17,14 @@ import numpy as np
 from rt_host.errors import ChainError, InstantiationError, PortNotFound
 from rt_host.lv2 import engine
 from rt_host.lv2.instance import ATOM_WORDS, Instance
-from rt_host.lv2.parameters import Parameter
+from rt_host.lv2.parameters import HZ_LIMIT, LIMIT, Parameter, ParameterTable
 from rt_host.lv2.plugin import Plugin
 from rt_host.lv2.spec import ChainSpec, StageSpec
 from rt_host.lv2.world import World
 
 log = logging.getLogger("rt_host")
 
-HZ_LIMIT = 0.45  # frequency controls stay below this fraction of the sample rate
-PREROLL_FRAMES = 1024  # silence run after every (re-)instantiation; see _Runtime._preroll
+PREROLL_FRAMES = 1024  # silence run after every (re-)instantiation; see Program._preroll
 PREROLL_BLOCK = 256
 DEFAULT_MAX_BLOCK = 4096
 
@@ -52,7 +52,7 @@ class Chain:
 
     >>> chain = Chain.load("mastering")
     >>> chain.parameter_names[:2]
-    ['mbc.threshold0', 'mbc.ratio0']
+    ['mbc.al_0', 'mbc.cr_0']
     >>> y = chain(x, 44100)                            # defaults + fixed values
     >>> y = chain(x, 44100, params=u)                  # u: (n_params,) in [0, 1]
     >>> y = chain(x, 44100, params=U, step_length=1024)  # U: (steps, n_params)
@@ -90,8 +90,9 @@ class Chain:
                 self.parameters.append(Parameter.build(stage.name, port, p))
             channels = stage.channels_out
         self._check_output(channels)
+        self.table = ParameterTable(self.parameters)  # nominal ranges; a prepared Program adds Hz limits
         self._values = np.array([p.default for p in self.parameters], dtype=np.float64)
-        self._runtime: _Runtime | None = None
+        self._runtime: Program | None = None
 
     @classmethod
     def load(cls, name_or_path: str | Path, world: World | None = None) -> Chain:
@@ -177,6 +178,10 @@ class Chain:
             raise ChainError(f"{stage.name}.{symbol} is not a control input")
         return port
 
+    def fixed_values(self, stage: str) -> dict[str, float]:
+        """The fixed control values of a stage (port units), as the chain file and :meth:`set` gave them."""
+        return dict(self._fixed[self.stages.index(self.stage(stage))])
+
     # --- parameter values ---------------------------------------------------
     def parameter(self, name: str) -> Parameter:
         for p in self.parameters:
@@ -185,18 +190,13 @@ class Chain:
         raise PortNotFound(f"chain {self.name!r} predicts no parameter {name!r}")
 
     def denormalize(self, u) -> np.ndarray:
-        """Port values for normalized parameters ``(n_params,)`` or ``(steps, n_params)``."""
-        u = np.asarray(u, dtype=np.float64)
-        if u.shape[-1] != self.n_params:
-            raise ValueError(f"expected {self.n_params} parameters, got shape {u.shape}")
-        cols = [p.to_value(u[..., j]) for j, p in enumerate(self.parameters)]
-        return np.stack(cols, axis=-1) if cols else np.zeros(u.shape)
+        """Port values for normalized parameters ``(n_params,)`` or ``(steps, n_params)`` (nominal: a
+        prepared chain also keeps frequencies below 0.45 × its rate when it plays them)."""
+        return self.table.to_port(u)
 
     def normalize(self, values) -> np.ndarray:
         """Normalized parameters for port values (the inverse of :meth:`denormalize`)."""
-        v = np.asarray(values, dtype=np.float64)
-        cols = [p.to_normalized(v[..., j]) for j, p in enumerate(self.parameters)]
-        return np.stack(cols, axis=-1) if cols else np.zeros(v.shape)
+        return self.table.to_normalized(values)
 
     def default_normalized(self) -> np.ndarray:
         """The normalized vector of every parameter's default."""
@@ -211,24 +211,40 @@ class Chain:
         """Set ``"stage.symbol"`` to a port value, clamped (with a warning) to its range.
 
         A predicted parameter changes its current value; any other control
-        input becomes a fixed value. Returns the value set.
+        input becomes a fixed value. Returns the value set. NaN, ±Inf or
+        anything but a number is a :class:`~rt_host.errors.ChainError`
+        (:func:`finite_number`).
         """
-        stage_name, _, symbol = name.partition(".")
-        if not symbol:
-            raise PortNotFound(f"{name!r}: name a port as stage.symbol, e.g. limiter.th")
-        stage = self.stage(stage_name)
-        port = self._control_input(stage, symbol)
-        for j, p in enumerate(self.parameters):
-            if p.name == name:
-                value = _clamped_to(value, p.minimum, p.maximum, name)
-                self._values[j] = value
-                return value
-        value = _clamped(port, value, name)
+        stage, symbol, j = self._port_of(name)
+        value = self.checked(name, value)
+        if j is not None:
+            self._values[j] = value
+            return value
         index = self.stages.index(stage)
         self._fixed[index][symbol] = value
         if self._runtime is not None:
             self._runtime.write_fixed(index, symbol, value)
         return value
+
+    def checked(self, name: str, value, *, warn: bool = True) -> float:
+        """The value :meth:`set` would give ``"stage.symbol"``, without setting it: clamped to the
+        port's (or the predicted parameter's) range, a warning saying so unless ``warn=False``; a
+        :class:`~rt_host.errors.ChainError` for anything but a finite number."""
+        stage, symbol, j = self._port_of(name)
+        if j is not None:
+            p = self.parameters[j]
+            return clamped_to(value, p.minimum, p.maximum, name, warn=warn)
+        return _clamped(self._control_input(stage, symbol), value, name, warn=warn)
+
+    def _port_of(self, name: str) -> tuple[Stage, str, int | None]:
+        """``(stage, symbol, index among the predicted parameters or None)`` of a control input."""
+        stage_name, _, symbol = name.partition(".")
+        if not symbol:
+            raise PortNotFound(f"{name!r}: name a port as stage.symbol, e.g. limiter.th")
+        stage = self.stage(stage_name)
+        self._control_input(stage, symbol)
+        j = next((j for j, p in enumerate(self.parameters) if p.name == name), None)
+        return stage, symbol, j
 
     # --- running ------------------------------------------------------------
     def prepare(self, sample_rate: float, max_block_length: int = DEFAULT_MAX_BLOCK) -> None:
@@ -239,11 +255,18 @@ class Chain:
         if rt is not None:
             rt.free()
         self._runtime = None
-        self._runtime = _Runtime(self, float(sample_rate), int(max_block_length))
+        self._runtime = Program(self, float(sample_rate), int(max_block_length))
 
     @property
     def prepared_rate(self) -> float | None:
         return None if self._runtime is None else self._runtime.sample_rate
+
+    @property
+    def program(self) -> Program:
+        """The chain lowered for the native block loop at the prepared rate (:meth:`prepare` first)."""
+        if self._runtime is None:
+            raise ChainError("the chain is not prepared yet; call prepare(sample_rate, max_block)")
+        return self._runtime
 
     @property
     def latency(self) -> int:
@@ -264,7 +287,7 @@ class Chain:
         return self._runtime.instances[self.stages.index(self.stage(stage))]
 
     def reset(self) -> None:
-        """Give every plugin a fresh state (re-instantiated; see ``_Runtime.reset``)."""
+        """Give every plugin a fresh state (re-instantiated; see ``Program.reset``)."""
         if self._runtime is not None:
             self._runtime.reset()
 
@@ -301,9 +324,9 @@ class Chain:
         self.prepare(sample_rate, max(block_size, DEFAULT_MAX_BLOCK))
         rt = self._runtime
         if params is None:
-            values = self._values[np.newaxis, :]
+            values = rt.limit_values(self._values)[np.newaxis, :]
         else:
-            values = self.denormalize(params)
+            values = rt.table.to_port(params)
             if values.ndim == 1:
                 values = values[np.newaxis, :]
         if step_length is None:
@@ -361,8 +384,14 @@ class Chain:
         return "\n".join(lines)
 
 
-class _Runtime:
-    """The instantiated chain at one sample rate, lowered for :func:`engine.run_program`."""
+class Program:
+    """The instantiated chain at one sample rate, lowered for :func:`engine.run_program`.
+
+    Its arrays (audio ``pool``, ``ops``, ``controls``, the instances' ``run_fns``
+    and ``handles``, the ``target_param``/``target_index`` of every predicted
+    port, and ``table``, the parameters with this rate's frequency limits) are
+    what the real-time block of the live host runs; see :mod:`engine`.
+    """
 
     def __init__(self, chain: Chain, sample_rate: float, max_block: int) -> None:
         self.chain = chain
@@ -452,19 +481,16 @@ class _Runtime:
         self.atom_reset = flat[0]._atom_out_reset.copy()
         self.counters = np.zeros(2, dtype=np.int64)
 
-        # predicted parameters → control indices; frequency controls stay below Nyquist
+        # predicted parameters → control indices; frequency controls stay below Nyquist (the table)
         tp, ti = [], []
-        limits = np.full(chain.n_params, np.inf)
         for j, p in enumerate(chain.parameters):
             si = chain.stages.index(chain.stage(p.stage))
             for off in self._control_offsets[si]:
                 tp.append(j)
                 ti.append(off + p.port.index)
-            if p.port.is_hz:
-                limits[j] = HZ_LIMIT * sample_rate
         self.target_param = np.array(tp, dtype=np.int64)
         self.target_index = np.array(ti, dtype=np.int64)
-        self.limits = limits
+        self.table = ParameterTable(chain.parameters, sample_rate)
         for si, stage in enumerate(stages):
             # frequencies left at a plugin's default may sit above Nyquist too
             # (Calf Tape Simulator's 12.5 kHz low-pass at 22.05 kHz outputs NaN)
@@ -483,8 +509,13 @@ class _Runtime:
         for off in self._control_offsets[stage_index]:
             self.controls[off + port.index] = value
 
-    def limited(self, values: np.ndarray) -> np.ndarray:
-        return np.minimum(values, self.limits).astype(np.float32)
+    def control_index(self, stage_index: int, port_index: int, instance: int = 0) -> int:
+        """Where port ``port_index`` of a stage's ``instance``-th plugin lives in :attr:`controls`."""
+        return self._control_offsets[stage_index][instance] + port_index
+
+    def limit_values(self, values: np.ndarray) -> np.ndarray:
+        """Port values of the predicted parameters with this rate's frequency limits applied."""
+        return np.minimum(np.asarray(values, dtype=np.float64), self.table.table[:, LIMIT])
 
     def _prime(self) -> None:
         for insts in self.instances:
@@ -516,10 +547,11 @@ class _Runtime:
 
     def write_values(self, values: np.ndarray) -> None:
         """Write one row of predicted-parameter port values into the controls."""
-        limited = self.limited(np.asarray(values, dtype=np.float64)[np.newaxis, :])[0]
+        limited = self.limit_values(values).astype(np.float32)
         self.controls[self.target_index] = limited[self.target_param]
 
     def run(self, x, y, values, step_length, block) -> tuple[int, int]:
+        """Render ``x`` into ``y``; ``values``: port values (already limited), one row per step."""
         if block > self.max_block:
             raise ValueError(f"block of {block} frames exceeds the prepared maximum {self.max_block}")
         self._fresh = False
@@ -527,7 +559,7 @@ class _Runtime:
         engine.run_program(
             x, y, self.in_rows, self.out_rows, self.pool, self.ops, self.mix_rows,
             self.run_fns, self.handles, self.atom_out, self.atom_reset, self.controls,
-            self.limited(values) if len(values) else np.zeros((0, 0), np.float32),
+            np.asarray(values, dtype=np.float32) if len(values) else np.zeros((0, 0), np.float32),
             int(step_length), self.target_param, self.target_index, int(block), self.counters,
         )  # fmt: skip
         return int(self.counters[0]), int(self.counters[1])
@@ -587,17 +619,35 @@ class _Slot:
     outs: list[int]
 
 
-def _clamped(port, value: float, name: str) -> float:
-    return _clamped_to(value, port.minimum, port.maximum, name)
+def finite_number(value, name: str) -> float:
+    """``value`` as a float; a :class:`~rt_host.errors.ChainError` naming ``name`` if it is not a
+    finite number (NaN, ±Inf, a string, a list …).
 
-
-def _clamped_to(value: float, lo: float | None, hi: float | None, name: str) -> float:
+    The one check for every number a person hands the host for a port or a control (``--set``,
+    parameter files, MIDI maps; :meth:`Chain.set` via :func:`clamped_to`). NaN must stop here:
+    it compares false with both bounds, so a clamp lets it through to the plugin, and the LSP
+    limiter spins forever on a NaN threshold.
+    """
+    if not isinstance(value, int | float | np.integer | np.floating):
+        raise ChainError(f"{name} = {value!r}: expected a number")
     value = float(value)
+    if not math.isfinite(value):
+        raise ChainError(f"{name} = {value}: expected a finite number")
+    return value
+
+
+def _clamped(port, value: float, name: str, *, warn: bool = True) -> float:
+    return clamped_to(value, port.minimum, port.maximum, name, warn=warn)
+
+
+def clamped_to(value: float, lo: float | None, hi: float | None, name: str, *, warn: bool = True) -> float:
+    """``value`` (a finite number: :func:`finite_number`) clamped to ``lo … hi``, with a warning."""
+    value = finite_number(value, name)
     clamped = value
     if lo is not None and clamped < lo:
         clamped = lo
     if hi is not None and clamped > hi:
         clamped = hi
-    if clamped != value:
+    if clamped != value and warn:
         log.warning("%s = %g is outside %g … %g; clamped to %g", name, value, lo, hi, clamped)
     return clamped

@@ -31,6 +31,11 @@ _KINDS = (
 )
 
 
+# units:* names (http://lv2plug.in/ns/extensions/units) as people write them
+UNIT_LABELS = {"hz": "Hz", "khz": "kHz", "db": "dB", "ms": "ms", "s": "s", "pc": "%", "coef": "",
+               "bpm": "BPM", "semitone12TET": "semitones", "cent": "cents", "oct": "octaves"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Port:
     """One port of a plugin: what it carries, which way, and its value range.
@@ -72,6 +77,14 @@ class Port:
     @property
     def is_hz(self) -> bool:
         return self.unit == uris.UNIT_HZ
+
+    @property
+    def unit_label(self) -> str:
+        """The unit as people write it ("Hz", "dB", "ms", "%" …), "" when the plugin names none."""
+        if not self.unit:
+            return ""
+        short = self.unit.rsplit("#", 1)[-1]
+        return UNIT_LABELS.get(short, short)
 
     def clamp(self, value: float) -> float:
         """``value`` limited to the port's declared range."""

@@ -13,16 +13,21 @@ the fixed values of the rest::
     plugin = "http://lsp-plug.in/plugins/lv2/limiter_stereo"
     adapt = "direct"             # direct | per_channel | duplicate | mix | first
     fixed = { lk = 5.0, ovs = 0 }
+    max_writes_per_block = 4     # optional: ports of this stage a model may move per block
     [stage.predict]
     th = { min = 0.25, max = 1.0 }        # a new range inside the port's
     rt = {}                                # the port's own range
     knee = { scale = "linear" }           # override the port's log/linear curve
 
 Ports neither predicted nor fixed keep the plugin's defaults.
+``max_writes_per_block`` bounds what a moving model costs a stage whose
+plugin recomputes on every change (LSP's graphic EQ: see
+:mod:`rt_host.steer.kernel`).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,11 +76,14 @@ class StageSpec:
     adapt: str = "direct"
     fixed: dict[str, float] = field(default_factory=dict)
     predict: list[PredictSpec] = field(default_factory=list)
+    max_writes_per_block: int | None = None
 
     def to_toml(self) -> dict:
         out: dict = {"name": self.name, "plugin": self.plugin, "adapt": self.adapt}
         if self.fixed:
             out["fixed"] = dict(self.fixed)
+        if self.max_writes_per_block is not None:
+            out["max_writes_per_block"] = self.max_writes_per_block
         if self.predict:
             out["predict"] = {p.symbol: p.to_toml() for p in self.predict}
         return out
@@ -130,7 +138,7 @@ class ChainSpec:
         stages = []
         for i, raw in enumerate(stages_raw):
             stage_where = f"stage {i + 1}"
-            extra = set(raw) - {"name", "plugin", "adapt", "fixed", "predict"}
+            extra = set(raw) - {"name", "plugin", "adapt", "fixed", "predict", "max_writes_per_block"}
             if extra:
                 raise fail(f"{stage_where}: unknown key(s) {', '.join(sorted(extra))}")
             if "plugin" not in raw:
@@ -140,8 +148,11 @@ class ChainSpec:
             if adapt not in ADAPT_MODES:
                 raise fail(f"stage {name!r}: adapt must be one of {', '.join(ADAPT_MODES)}")
             fixed = raw.get("fixed", {})
-            if not isinstance(fixed, dict) or not all(isinstance(v, (int, float)) for v in fixed.values()):
-                raise fail(f"stage {name!r}: 'fixed' must map port symbols to numbers")
+            if not isinstance(fixed, dict) or not all(_is_number(v) for v in fixed.values()):
+                raise fail(f"stage {name!r}: 'fixed' must map port symbols to finite numbers")
+            cap = raw.get("max_writes_per_block")
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise fail(f"stage {name!r}: max_writes_per_block must be a whole number ≥ 1")
             predict = []
             for symbol, opts in raw.get("predict", {}).items():
                 if not isinstance(opts, dict):
@@ -170,6 +181,7 @@ class ChainSpec:
                     adapt=adapt,
                     fixed={k: float(v) for k, v in fixed.items()},
                     predict=predict,
+                    max_writes_per_block=cap,
                 )
             )
         names = [s.name for s in stages]
@@ -214,8 +226,16 @@ class ChainSpec:
         Path(path).write_text(self.dumps(), encoding="utf-8")
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _num(v) -> float | None:
-    return None if v is None else float(v)
+    if v is None:
+        return None
+    if not _is_number(v):
+        raise ChainError(f"expected a finite number, got {v!r}")
+    return float(v)
 
 
 def chain_dirs() -> list[Path]:

@@ -1,6 +1,6 @@
 """The data set of the ``distortion`` task: clean guitar and bass in, a tube preamp's output as target.
 
-    python training/data.py distortion [--cache DIR] [--seed N] [--force] [--workers N]
+    python -m training.data distortion [--cache DIR] [--seed N] [--force] [--workers N]
 
 After DeepAFx (ICASSP 2021), where a multiband compressor learns to imitate a
 tube amplifier. Nothing is downloaded; every source is a Debian package that
@@ -70,7 +70,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -83,23 +82,12 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-if __package__ in (None, ""):  # run as a script: make ``training`` and ``rt_host`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from rt_host.audio import resample
+from rt_host.errors import DeepAFxError
+from rt_host.loudness import loudness
+from training.data.builder import DataError, Source, build_task, locked, read_source, resolve_cache_dir, slug
 
-from rt_host.audio import resample  # noqa: E402
-from rt_host.errors import DeepAFxError  # noqa: E402
-from training.data import (  # noqa: E402
-    DataError,
-    Source,
-    _locked,
-    build_task,
-    read_source,
-    resolve_cache_dir,
-    slug,
-)
-from training.metrics import loudness  # noqa: E402
-
-log = logging.getLogger("training.distortion_data")
+log = logging.getLogger("training.data.distortion")
 
 TASK = "distortion"
 RATE = 22050  # the task's rate (chains/distortion.toml and chains/distortion-reference.toml)
@@ -628,7 +616,7 @@ def prepare_corpus(
         (corpus / sub).mkdir(parents=True, exist_ok=True)
     key = _corpus_key(recipe)
     index_path = corpus / "corpus.json"
-    with _locked(corpus):
+    with locked(corpus):
         index = None
         if index_path.is_file() and not force:
             with contextlib.suppress(OSError, ValueError):

@@ -1,7 +1,7 @@
 """The data set of the ``nonspeech`` task: breaths and mouth noises to remove from read speech.
 
-    python training/data.py nonspeech [--cache DIR] [--seed N] [--force]   # once in data.BUILDERS
-    python -c 'from training.nonspeech_data import build_nonspeech; build_nonspeech()'
+    python -m training.data nonspeech [--cache DIR] [--seed N] [--force]   # once in data.BUILDERS
+    python -c 'from training.data.nonspeech import build_nonspeech; build_nonspeech()'
 
 After DeepAFx (ICASSP 2021), where a multiband gate driven by a network
 removes breaths and mouth noises from speech. *Targets* are read speech with
@@ -65,7 +65,7 @@ relative to the track's speech RMS (see :class:`NonspeechRanges`):
   the next phrase (10–80 ms), where a "p" would hit the microphone.
 
 **The record** of each track (in ``manifest.json``, and what the metrics of
-:mod:`training.nonspeech_metrics` read) holds ``rate``, ``speech_segments``
+:mod:`training.evaluation.nonspeech` read) holds ``rate``, ``speech_segments``
 (``[[start, stop], …]`` samples, one per clip, in order), ``events``
 (``[{"kind", "start", "stop", "level_db"}, …]``), ``speech_rms_dbfs`` (RMS of
 the clean speech over the speech segments — the reference of the event
@@ -102,9 +102,10 @@ import scipy.signal
 import soundfile as sf
 
 from rt_host.audio import map_channels, resample
-from training.data import DataError, Source, build_task, resolve_cache_dir, track_rng
+from rt_host.signals import track_rng
+from training.data.builder import DataError, Source, build_task, resolve_cache_dir
 
-log = logging.getLogger("training.nonspeech_data")
+log = logging.getLogger("training.data.nonspeech")
 
 TASK = "nonspeech"
 RATE = 22050  # chains/nonspeech.toml

@@ -70,12 +70,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyloudnorm
 import scipy.fft
 import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
-log = logging.getLogger("training.metrics")
+from rt_host.loudness import loudness
+
+log = logging.getLogger("training.evaluation.metrics")
 
 # --- settings (documented in the module docstring) ----------------------------------
 MFCC_N_FFT = 1024
@@ -87,7 +88,6 @@ MRSTFT_FFT_SIZES = (1024, 2048, 512)
 MRSTFT_HOP_SIZES = (120, 240, 50)
 MRSTFT_WIN_LENGTHS = (600, 1200, 240)
 MRSTFT_EPS = 1e-8  # on |X|²: magnitudes floor at 1e-4 (−80 dB)
-LUFS_BLOCK_SECONDS = 0.4  # BS.1770 gating block
 _FRAMES_PER_CHUNK_SAMPLES = 1 << 22  # STFT work in pieces of ~4 M samples: bounded memory on long tracks
 
 
@@ -280,53 +280,6 @@ def mrstft(estimate: np.ndarray, reference: np.ndarray) -> float:
 
 
 # --- loudness ---------------------------------------------------------------------------
-def loudness(x: np.ndarray, rate: int) -> float:
-    """Integrated loudness in LUFS (ITU-R BS.1770-4), ``-inf`` for silence.
-
-    Numerically pyloudnorm's ``Meter(rate).integrated_loudness`` (K-weighting,
-    400 ms blocks with 75 % overlap, absolute gate −70 LUFS, relative gate
-    −10 LU), vectorised. Channels are weighted 1 (left, right, centre) as in
-    pyloudnorm; at most five channels.
-    """
-    a = _as_2d(x, "x")
-    if a.shape[0] > 5:
-        raise ValueError(f"BS.1770 loudness takes at most 5 channels, got {a.shape[0]}")
-    block = LUFS_BLOCK_SECONDS
-    if a.shape[1] < block * rate:
-        raise ValueError(
-            f"loudness needs more than {block} s of audio ({a.shape[1]} samples at {rate} Hz given)"
-        )
-    # pyloudnorm's own K-weighting coefficients, so the numbers match it; all channels in one call
-    a = a.astype(np.float64)
-    for stage in pyloudnorm.Meter(rate)._filters.values():
-        a = stage.passband_gain * scipy.signal.lfilter(stage.b, stage.a, a, axis=-1)
-    # block boundaries computed with the very float expressions pyloudnorm uses
-    step = 1.0 - 0.75
-    seconds = a.shape[1] / rate
-    n_blocks = int(np.round((seconds - block) / (block * step))) + 1
-    j = np.arange(n_blocks, dtype=np.float64)
-    lo = (block * (j * step) * rate).astype(np.int64)
-    hi = np.minimum((block * (j * step + 1) * rate).astype(np.int64), a.shape[1])
-    csum = np.cumsum(np.square(a, out=a), axis=1, out=a)  # in place: long tracks are big
-
-    def total_before(i: np.ndarray) -> np.ndarray:  # Σ of the first i squared samples
-        return np.where(i > 0, csum[:, np.maximum(i - 1, 0)], 0.0)
-
-    z = (total_before(hi) - total_before(lo)) / (block * rate)  # (channels, blocks) mean squares
-    gains = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: a.shape[0], np.newaxis]
-    with np.errstate(divide="ignore"):
-        block_lufs = -0.691 + 10.0 * np.log10(np.sum(gains * z, axis=0))
-        above_abs = block_lufs >= -70.0
-        if not above_abs.any():
-            return float("-inf")
-        mean_abs = z[:, above_abs].mean(axis=1, keepdims=True)
-        rel_gate = -0.691 + 10.0 * np.log10(np.sum(gains * mean_abs)) - 10.0
-        gated = (block_lufs > rel_gate) & (block_lufs > -70.0)
-        if not gated.any():
-            return float("-inf")
-        return float(-0.691 + 10.0 * np.log10(np.sum(gains * z[:, gated].mean(axis=1, keepdims=True))))
-
-
 def lufs_error(estimate: np.ndarray, reference: np.ndarray, rate: int) -> float:
     """``loudness(estimate) − loudness(reference)`` in dB (LU): positive = the estimate is louder.
 

@@ -1,16 +1,16 @@
 """Metrics of the ``nonspeech`` task on the segments a track's record names — numpy only.
 
-The data set (:mod:`training.nonspeech_data`) knows where the speech is and
+The data set (:mod:`training.data.nonspeech`) knows where the speech is and
 where it inserted each breath, lip smack, click and plosive pop. Its per-track
 record (``Track.meta`` of :func:`training.data.load_tracks`, or the record
-:func:`training.nonspeech_data.make_pair` returns) holds ``rate``,
+:func:`training.data.nonspeech.make_pair` returns) holds ``rate``,
 ``speech_segments`` ``[[start, stop], …]`` and ``events``
 ``[{"kind", "start", "stop", "level_db"}, …]`` in samples of the track. Two
 numbers say what a breath remover did, besides the overall metrics of
-:mod:`training.metrics`:
+:mod:`training.evaluation.metrics`:
 
 **Speech preservation** — :func:`speech_preservation`: the multi-resolution
-STFT distance (:func:`training.metrics.mrstft`: spectral convergence +
+STFT distance (:func:`training.evaluation.metrics.mrstft`: spectral convergence +
 log-magnitude L1 at three resolutions; 0 = identical, lower is better) between
 the output and the target *on the speech segments only*: the segments of each
 are cut out and joined end to end (the same joins in both, so they cancel),
@@ -83,7 +83,7 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import MRSTFT_FFT_SIZES, mrstft_terms
+from training.evaluation.metrics import MRSTFT_FFT_SIZES, mrstft_terms
 
 MAX_ATTENUATION_DB = 120.0
 _WHOLE_TRACK_KEYS = ("clips", "event_counts", "speech_seconds", "speech_segments", "events")

@@ -2,7 +2,7 @@
 
 One training step's plugin work for a batch: every window rendered at its
 parameters (the forward pass) and at ``u ± εΔ`` (one SPSA draw) — 3 renders per
-example, as :class:`~training.layer.LV2Layer` does them. Default: 16 windows of
+example, as :class:`~training.spsa.layer.LV2Layer` does them. Default: 16 windows of
 40,960 samples at 22,050 Hz through the ``mastering`` chain (stereo, 53
 parameters), windows starting from fresh plugins.
 
@@ -11,7 +11,7 @@ spells of a shared machine hit all cases alike); figures use each case's
 median batch time:
 
 * ``in-process`` — the same tasks, serially, in this process: the baseline.
-* ``1 worker`` / ``2 workers`` — :class:`~training.workers.LocalPool`.
+* ``1 worker`` / ``2 workers`` — :class:`~training.spsa.workers.LocalPool`.
 * ``in-process, continue`` — no reset between renders (plugins carry their
   state on): what the exact fresh start of every window costs.
 * ``ray, N workers`` with ``--ray`` — timed after the others, alone (Ray's
@@ -45,8 +45,8 @@ from tqdm import tqdm
 from rt_host.bench import write_results
 from rt_host.lv2 import Chain
 from rt_host.signals import unmastered_mix
-from training.renderer import RenderSettings
-from training.workers import InProcessPool, WorkerPool, create_pool
+from training.spsa.renderer import RenderSettings
+from training.spsa.workers import InProcessPool, WorkerPool, create_pool
 
 GOAL_SCALING = 1.8
 GOAL_OVERHEAD = 0.10
@@ -80,7 +80,7 @@ def one_step(pool: WorkerPool, batch, epsilon: float) -> tuple[float, float | No
 
 _CEILING_PROBE = """
 import pickle, sys, time
-from training.renderer import Renderer
+from training.spsa.renderer import Renderer
 settings, x, u = pickle.load(open(sys.argv[1], "rb"))
 start, seconds = float(sys.argv[2]), float(sys.argv[3])
 r = Renderer(settings)

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training import estimators
-from training.renderer import Renderer
+from training.spsa import estimators
+from training.spsa.renderer import Renderer
 
 KINDS = ("forward", "spsa", "fd", "input", "exit")
 

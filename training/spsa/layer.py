@@ -13,11 +13,11 @@ How it works (the pattern in ``../shared/FACTS.md``, measured to train with
 ``tf.numpy_function`` for the forward renders and another, ``stateful`` with the
 layer's own random generator, for the gradient; static output shapes are set
 on both. The numpy functions only hand work to a worker pool
-(:mod:`training.workers`): plugins never run in the TensorFlow process, whose
+(:mod:`training.spsa.workers`): plugins never run in the TensorFlow process, whose
 ``numpy_function`` holds the GIL. ``jit_compile`` must stay off (XLA cannot
 compile Python functions).
 
-Gradients (see :mod:`training.estimators`):
+Gradients (see :mod:`training.spsa.estimators`):
 
 * ``gradient="spsa"`` (default) — ``spsa_draws`` two-sided SPSA draws per example
   and step, Rademacher ±1 on the free parameters scaled by ``epsilon``,
@@ -43,7 +43,7 @@ changes the output by ~5e-4 (IIR round-off; 3e-3 at 44.1 kHz), so on
 
 Each window starts from freshly instantiated plugins that have rendered 1024
 frames of silence at the window's parameters (``window_start="fresh"``, see
-:mod:`training.renderer`), so the forward and the ± renders see identical
+:mod:`training.spsa.renderer`), so the forward and the ± renders see identical
 conditions and the output is reproducible bit for bit.
 """
 
@@ -58,9 +58,9 @@ import tensorflow as tf
 
 from rt_host.errors import PortNotFound
 from rt_host.lv2 import Chain, ChainSpec
-from training.gradlog import GradientLog
-from training.renderer import RenderSettings
-from training.workers import WorkerPool, create_pool
+from training.spsa.gradlog import GradientLog
+from training.spsa.renderer import RenderSettings
+from training.spsa.workers import WorkerPool, create_pool
 
 DEFAULT_EPSILON = 0.03
 DEFAULT_INPUT_EPSILON = 1e-3
@@ -85,10 +85,10 @@ class LV2Layer(keras.layers.Layer):
     :class:`ChainSpec` or :class:`Chain`. ``sample_rate``: defaults to the
     chain's. ``workers``: ``None`` (one local process per core), an int (local
     processes; 0 = in this process), ``"ray"``, ``"ray://HOST:PORT"``, or a
-    :class:`~training.workers.WorkerPool` to share. The pool starts on the
+    :class:`~training.spsa.workers.WorkerPool` to share. The pool starts on the
     first batch; :meth:`close` stops it. ``pool_options``: ``task_timeout``
     (s, default 600), ``retries`` (default 1), ``start_timeout`` for
-    :func:`~training.workers.create_pool`. ``log_gradients``: a ``.csv`` path
+    :func:`~training.spsa.workers.create_pool`. ``log_gradients``: a ``.csv`` path
     for per-step estimates (plus a ``.png``), off by default.
     """
 

@@ -28,7 +28,7 @@ window rendered twice, it leaves state behind — Calf Multiband Compressor
 differed by up to 0.09 in the first 0.1–0.25 s after a render at other
 parameters, LSP Limiter in its first block, and LSP Graphic EQ for the whole
 window (its low-frequency IIR sections turn any state difference into
-round-off noise of 1e-4…1.6e-3 that never dies out; see :mod:`training.layer`
+round-off noise of 1e-4…1.6e-3 that never dies out; see :mod:`training.spsa.layer`
 on what that does to small ε).
 
 Why no synthetic audio pre-roll: silence is what the reset already renders,

@@ -2,7 +2,7 @@
 
 Training speed is bounded by plugin renders (forward + 2 per SPSA draw per
 example), so they run in persistent worker processes, each owning its own
-plugin chain (:class:`~training.renderer.Renderer`) — never in the TensorFlow
+plugin chain (:class:`~training.spsa.renderer.Renderer`) — never in the TensorFlow
 process, whose ``numpy_function`` holds the GIL. One chain per worker serves
 the forward, + and − renders alike: every render starts from freshly
 instantiated plugins, so separate instances per role would hold no state worth
@@ -14,7 +14,7 @@ Backends (pick one with :func:`create_pool` or the layer's ``workers=``):
   one per core. Started as plain ``python -c`` subprocesses talking over a
   socket pair, not through ``multiprocessing``'s spawn, which would re-import
   the caller's ``__main__`` (and TensorFlow with it) in every worker. Audio
-  moves through :class:`~training.shm.SharedArrays`; messages carry only task
+  moves through :class:`~training.spsa.shm.SharedArrays`; messages carry only task
   descriptions.
 * :class:`RayPool` (``workers="ray"`` starts a local Ray; ``"ray://HOST:PORT"``
   joins a cluster) — one Ray actor per CPU; the batch goes into Ray's object
@@ -24,7 +24,7 @@ Backends (pick one with :func:`create_pool` or the layer's ``workers=``):
   process: the benchmark's baseline and a debugging aid.
 
 **How examples map to workers**: dynamically. A batch becomes one task per
-render pair (see :mod:`training.tasks`); the parent keeps every worker holding
+render pair (see :mod:`training.spsa.jobs`); the parent keeps every worker holding
 at most :data:`PREFETCH` tasks and hands out the next one whenever a worker
 answers. Any worker can take any example (all inputs are in shared memory and
 windows start from fresh plugins), so a slow example, a slow plugin setting or
@@ -40,6 +40,7 @@ call with a one-line :class:`WorkerError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import signal
@@ -59,9 +60,11 @@ import numpy as np
 
 from rt_host.errors import DeepAFxError
 from rt_host.lv2 import Chain
-from training.renderer import Renderer, RenderSettings
-from training.shm import SharedArrays
-from training.tasks import Task, execute, input_layout, store
+from training.spsa.jobs import Task, execute, input_layout, store
+from training.spsa.renderer import Renderer, RenderSettings
+from training.spsa.shm import SharedArrays
+
+log = logging.getLogger(__name__)
 
 PREFETCH = 2  # tasks queued per worker: the next one is waiting when a render ends
 POLL_SECONDS = 0.5  # how often a waiting parent checks for hung workers
@@ -366,8 +369,7 @@ class _ScheduledPool(WorkerPool):
     def _run(self, tasks, inputs, outputs):
         for i in range(self.n_workers):
             if self._state[i] == "dead":
-                self.restarts += 1
-                self._start(i)
+                self._restart(i, self._why_dead[i] or "it died during an earlier batch")
         ctx = self._stage(inputs, outputs)
         queue = deque(range(len(tasks)))
         attempts = [0] * len(tasks)
@@ -410,8 +412,7 @@ class _ScheduledPool(WorkerPool):
                                     f"(last: {reason}); the plugin chain may crash at these parameters"
                                 )
                         queue.extendleft(reversed(lost))
-                        self.restarts += 1
-                        self._start(i)
+                        self._restart(i, reason)
                 self._check_hung()
         except BaseException:
             self._abandon(ctx)
@@ -419,6 +420,14 @@ class _ScheduledPool(WorkerPool):
                 self._inflight[i] = {}
             raise
         return self._finish(ctx, outputs)
+
+    def _restart(self, i: int, reason: str) -> None:
+        """Start worker ``i`` again, and say so: a restart costs a plugin set-up and hints at a crash."""
+        self.restarts += 1
+        log.warning(
+            "plugin worker %d restarted (%s); %d restart(s) in this pool so far", i, reason, self.restarts
+        )
+        self._start(i)
 
     def _check_hung(self) -> None:
         now = time.monotonic()
@@ -472,7 +481,7 @@ class LocalPool(_ScheduledPool):
         env = {**os.environ, **SINGLE_THREADED}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PROJECT_ROOT, env.get("PYTHONPATH")) if p)
         proc = subprocess.Popen(
-            [sys.executable, "-c", f"from training.workers import serve; serve({child.fileno()})"],
+            [sys.executable, "-c", f"from training.spsa.workers import serve; serve({child.fileno()})"],
             pass_fds=(child.fileno(),),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # plugins' chatter; errors come back as messages

@@ -1,6 +1,6 @@
 """Which chain should learn the distortion task? Calf MBC alone vs. MBC plus a saturation stage, by numbers.
 
-    python training/distortion_chain_study.py [--windows 6] [--evals 400] [--seconds 2] [--json OUT]
+    python training/studies/distortion_chain.py [--windows 6] [--evals 400] [--seconds 2] [--json OUT]
 
 The issue (#7) asks for the paper's chain — Calf Multiband Compressor
 (``chains/distortion.toml``) — "plus any stage that measurably helps (e.g. a
@@ -26,16 +26,16 @@ reference's).
 Per window and candidate, :func:`scipy.optimize.differential_evolution`
 searches the normalized parameters (population 16, the chain's defaults as one
 member, fixed seed) for ``evals`` renders, minimising the multi-resolution STFT
-distance (:func:`training.metrics.mrstft`) to the target. Each render starts
+distance (:func:`training.evaluation.metrics.mrstft`) to the target. Each render starts
 fresh (the chain's reset) with ``preroll`` samples of real audio before the
 window, cut afterwards. Reported per window and on average: MR-STFT and MFCC
-cosine distance (:func:`training.metrics.mfcc_cosine`) of the unprocessed
+cosine distance (:func:`training.evaluation.metrics.mfcc_cosine`) of the unprocessed
 input, each chain at its defaults, and each chain at the best parameters found.
 A per-window optimum is what an encoder that predicts parameters per window
 could reach at best, so it bounds what training can do with each chain.
 
 The windows come from the built data set (built or reused first, see
-:mod:`training.distortion_data`), drawn with a fixed seed from distinct tracks:
+:mod:`training.data.distortion`), drawn with a fixed seed from distinct tracks:
 guitar and bass songs and recorded guitars in turn.
 
 **Result** (defaults: 6 windows of 2 s, 400 renders each, seed 0; 613 s of CPU
@@ -79,9 +79,9 @@ if __package__ in (None, ""):  # run as a script: make ``training`` and ``rt_hos
 from rt_host.lv2 import Chain, ChainSpec  # noqa: E402
 from rt_host.lv2.spec import PredictSpec, StageSpec  # noqa: E402
 from training.data import load_tracks  # noqa: E402
-from training.metrics import mfcc_cosine, mrstft  # noqa: E402
+from training.evaluation.metrics import mfcc_cosine, mrstft  # noqa: E402
 
-log = logging.getLogger("training.distortion_chain_study")
+log = logging.getLogger("training.studies.distortion_chain")
 
 RATE = 22050
 TAPE = "http://calf.sourceforge.net/plugins/TapeSimulator"
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT", help="write every number and the best parameters here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from training.distortion_data import build_distortion
+    from training.data.distortion import build_distortion
 
     cache = build_distortion(args.cache, progress=False)
     windows = pick_windows(cache, args.windows, args.seconds, args.preroll, args.seed)
@@ -284,6 +284,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from training.distortion_chain_study import main as _main
+    from training.studies.distortion_chain import main as _main
 
     sys.exit(_main())
