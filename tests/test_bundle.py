@@ -69,7 +69,7 @@ def test_format_1_bundles_held_normalized_values(copy):
 
 
 def test_front_end_stand_in_loads(tmp_path):
-    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"), window=4096, front_end=True)
+    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech-v1"), window=4096, front_end=True)
     assert load_bundle(p).parameters[0] == "gate.range0"
 
 
@@ -119,7 +119,7 @@ def test_chain_with_a_missing_plugin_is_refused(copy):
 
 def test_output_shape_must_match_the_chain(tmp_path):
     # a bundle made for the nonspeech chain (23 outputs) but claiming the mastering chain
-    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech"))
+    p = write_level_follower_bundle(tmp_path, ChainSpec.load("nonspeech-v1"))
     m = tomllib.loads((p / "manifest.toml").read_text())
     mastering = ChainSpec.load("mastering-v1")
     m["chain"] = mastering.to_dict()

@@ -123,7 +123,7 @@ def test_unknown_backbone_is_refused():
 
 
 # --- exported small encoders -----------------------------------------------------------------
-CASES = {"mobilenetv2": "nonspeech", "inception": "distortion-v1"}  # backbone → chain (23 / 28 params)
+CASES = {"mobilenetv2": "nonspeech-v1", "inception": "distortion-v1"}  # backbone → chain (23 / 28 params)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -212,8 +212,8 @@ def tiny_inception():
     "chain, window, rate, message",
     [
         ("distortion-v1", SHORT, RATE, "predicts 23 values but the chain 'distortion-v1' has 28"),
-        ("nonspeech", 4096, RATE, r"the bundle needs \(batch, 4096\)"),
-        ("nonspeech", SHORT, 44100, "built for 22050 Hz, not the bundle's 44100 Hz"),
+        ("nonspeech-v1", 4096, RATE, r"the bundle needs \(batch, 4096\)"),
+        ("nonspeech-v1", SHORT, 44100, "built for 22050 Hz, not the bundle's 44100 Hz"),
     ],
     ids=["params", "window", "rate"],
 )

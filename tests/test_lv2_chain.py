@@ -32,7 +32,8 @@ SR = 44100
 SHIPPED = {
     "mastering": 37,
     "mastering-v1": 53,
-    "nonspeech": 23,
+    "nonspeech": 2,
+    "nonspeech-v1": 23,
     "distortion": 13,
     "distortion-v1": 28,
     "distortion-reference": 0,
@@ -129,7 +130,7 @@ def test_shipped_chain_shapes(world):
     assert mastering.channels == 2 and mastering.sample_rate == 44100
     assert [s.name for s in mastering.stages] == ["mbc", "geq", "limiter"]
     assert mastering.parameter_names[:2] == ["mbc.threshold0", "mbc.ratio0"]
-    for name in ("nonspeech", "distortion", "distortion-v1"):
+    for name in ("nonspeech", "nonspeech-v1", "distortion", "distortion-v1"):
         chain = Chain.load(name, world)
         assert chain.channels == 1 and chain.sample_rate == 22050
 
@@ -316,7 +317,7 @@ def test_calf_mbc_compresses_loud_input(sine):
 
 
 def _gate(world) -> Chain:
-    chain = Chain.load("nonspeech", world)
+    chain = Chain.load("nonspeech-v1", world)
     for b in range(4):
         chain.set(f"gate.threshold{b}", 0.05)  # −26 dBFS
         chain.set(f"gate.range{b}", 0.001)  # up to −60 dB of reduction
@@ -587,7 +588,7 @@ def test_compensate_latency_mastering(world):
 
 # --- channel adaptation ------------------------------------------------------------------
 def test_nonspeech_is_mono_in_mono_out(world, sine):
-    chain = Chain.load("nonspeech", world)
+    chain = Chain.load("nonspeech-v1", world)
     assert chain.stages[0].channels_in == 1 and chain.stages[0].channels_out == 2
     x = sine(300, -6.0, 22050, 1.0, 1)
     y = chain(x, 22050)

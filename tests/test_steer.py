@@ -16,7 +16,7 @@ from rt_host.steer.automation import log_rows
 from rt_host.steer.kernel import SteerState, step
 from rt_host.steer.view import encoder_view
 
-CHAINS = ("mastering", "mastering-v1", "nonspeech", "distortion", "distortion-v1")
+CHAINS = ("mastering", "mastering-v1", "nonspeech", "nonspeech-v1", "distortion", "distortion-v1")
 
 
 # --- one mapping kernel ------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_people_override_offset_and_the_amount_blends_towards_neutral():
 
 # --- held parameters ---------------------------------------------------------------------------
 def test_held_values_are_port_units_and_checked():
-    chain = Chain.load("nonspeech")
+    chain = Chain.load("nonspeech-v1")
     held = HeldParameters(chain.parameters, {"gate.freq1": 1000.0})
     assert chain.parameter("gate.freq1").to_value(held.normalized["gate.freq1"]) == pytest.approx(1000.0)
     u = held.apply(np.zeros(chain.n_params))
