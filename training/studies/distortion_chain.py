@@ -3,13 +3,13 @@
     python training/studies/distortion_chain.py [--windows 6] [--evals 400] [--seconds 2] [--json OUT]
 
 The issue (#7) asks for the paper's chain — Calf Multiband Compressor
-(``chains/distortion.toml``) — "plus any stage that measurably helps (e.g. a
+(``chains/distortion-v1.toml``) — "plus any stage that measurably helps (e.g. a
 saturator), justified by numbers". This script measures how close each
 candidate chain *can* get to the reference tube preamp
 (``chains/distortion-reference.toml``) on a few short windows of the distortion
 data set, giving every candidate the same search budget:
 
-* ``mbc``: ``chains/distortion.toml`` as it is (28 predicted parameters);
+* ``mbc``: ``chains/distortion-v1.toml`` as it is (28 predicted parameters);
 * ``tape>mbc``: a Calf Tape Simulator before it (4 more: input gain −12 …
   +24 dB into the tape saturation, output gain, low-pass, dry/wet mix; noise
   and wow/flutter off) — the tape stage makes the harmonics, the compressor's
@@ -55,7 +55,7 @@ Against the compressor alone, per window: ``mbc>tape`` −19, +2, +18, −28,
 +48, −2 % MR-STFT; ``tape>mbc`` −8, +4, +35, −20, +10, +12 % (it helps on the
 two MIDI guitar windows, hurts on bass and strums), and both are worse in MFCC
 distance on average. Within this budget the extra stage does not measurably
-help, so ``chains/distortion.toml`` stays the paper's compressor alone.
+help, so ``chains/distortion-v1.toml`` stays the paper's compressor alone.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def tape_stage(adapt: str) -> StageSpec:
 
 
 def candidates() -> dict[str, ChainSpec]:
-    """The chains compared: ``mbc`` (chains/distortion.toml), ``tape>mbc`` and ``mbc>tape``."""
-    base = ChainSpec.load("distortion")
+    """The chains compared: ``mbc`` (chains/distortion-v1.toml), ``tape>mbc`` and ``mbc>tape``."""
+    base = ChainSpec.load("distortion-v1")
     first = copy.deepcopy(base)
     first.name = "distortion-tape-mbc"
     mbc = first.stages[0]
