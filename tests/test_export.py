@@ -295,7 +295,7 @@ def test_cli_default_checkpoint_is_under_runs(capsys):
 
 
 def test_cli_exports_a_saved_checkpoint(tmp_path):
-    model = make_nontrivial(build_encoder(28, window=SHORT, backbone="inception"), seed=3)
+    model = make_nontrivial(build_encoder(13, window=SHORT, backbone="inception"), seed=3)
     checkpoint = tmp_path / "encoder.keras"
     model.save(checkpoint)
     (tmp_path / "metrics.json").write_text(json.dumps({"mfcc_cosine": {"model": 0.1}}))
