@@ -78,7 +78,7 @@ def test_silent_targets_and_bad_shapes():
         aligned_esr(t[:, :100], t[:, :100], 50)
 
 
-# --- the v2 chain's tone fit (chains/distortion-v2.toml), against the real reference -------------
+# --- the v2 chain's tone fit (chains/distortion.toml), against the real reference -------------
 def test_the_v2_chain_at_its_defaults_follows_the_reference_waveform():
     """The fitted tone stage copies the reference's magnitude and phase: ESR well below the input's.
 
@@ -89,7 +89,7 @@ def test_the_v2_chain_at_its_defaults_follows_the_reference_waveform():
     from rt_host.signals import pink_noise
 
     rate = 22050
-    reference, v2 = Chain.load("distortion-reference"), Chain.load("distortion-v2")
+    reference, v2 = Chain.load("distortion-reference"), Chain.load("distortion")
     assert v2.sample_rate == rate and v2.n_params == 13
     x = pink_noise(3.0, rate, dbfs=-35.0, seed=1).astype(np.float32)
     t = reference(x, rate)[:, rate:]  # the first second lets both settle

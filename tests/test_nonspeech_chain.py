@@ -1,4 +1,4 @@
-"""The breath remover's chain (``chains/nonspeech-v2.toml``) is transparent when open, through the plugin.
+"""The breath remover's chain (``chains/nonspeech.toml``) is transparent when open, through the plugin.
 
 Issue 15: with nothing to remove, the chain must give speech back as it came
 in, within 0.02 multi-resolution STFT distance (the Calf Multiband Gate of

@@ -230,7 +230,7 @@ def test_the_real_gate_removes_events_and_keeps_speech(tracks):
     """The Calf Multiband Gate, set by hand below the speech: events drop, speech stays (every tiny track)."""
     from rt_host.lv2 import Chain
 
-    chain = Chain.load("nonspeech")
+    chain = Chain.load("nonspeech-v1")
     names = chain.parameter_names
 
     def gate(x: np.ndarray, threshold_db: float, range_db: float) -> np.ndarray:

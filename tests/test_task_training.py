@@ -84,7 +84,7 @@ def test_the_evaluation_scores_input_defaults_and_model_and_the_task_goals(train
             assert set(metrics[key]) == {"input", "default_chain", "model"}, key
         assert metrics["event_attenuation_db"]["input"] == pytest.approx(0.0, abs=1e-6)
     table = (evaluation / "metrics.md").read_text()
-    assert "Goals (issue 7)" in table and "matchering" not in table
+    assert f"Goals (issue {E.ISSUE[task]})" in table and "matchering" not in table
 
 
 def test_the_export_is_a_bundle_the_host_renders_with(trained, evaluation, tmp_path, capsys):

@@ -516,7 +516,8 @@ def print_report(results: dict) -> None:
             cb, inf = c["callback_us"], c["inference_ms"]
             line = (
                 f"  {key}: callback mean {cb['mean']:.0f} p99 {cb['p99']:.0f} max {cb['max']:.0f} µs "
-                f"({c['callbacks_over_period']} of {c['callbacks']} over the period)"
+                f"({c['callbacks_over_period']} of {c['callbacks']} over the period; its own CPU time: "
+                f"max {c['callback_cpu_us']['max'] or 0:.0f} µs, {c['callbacks_cpu_over_period']} over)"
             )
             if inf["p50"] is not None:
                 steering = c.get("steering", {})

@@ -97,7 +97,8 @@ class LiveReport:
     steering: dict = field(default_factory=dict)  # received / applied / late predictions, port writes
     dropped_predictions: int = 0  # NaN/Inf: not published
     skipped_windows: int = 0  # the controller fell behind the capture ring
-    callback_us: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    callback_us: np.ndarray = field(default_factory=lambda: np.zeros(0))  # wall clock per callback
+    callback_cpu_us: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the thread's CPU time in it
     inference_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dsp_load: list = field(default_factory=list)
     trace: np.ndarray | None = None  # (blocks, n_params) applied normalized parameters, with keep_trace
@@ -268,6 +269,7 @@ class LiveHost:
             dropped_predictions=int(state.header[shared.PRED_DROPPED]),
             skipped_windows=int(state.header[shared.PRED_SKIPPED]),
             callback_us=backend.callback_us(),
+            callback_cpu_us=backend.callback_us(cpu=True),
             inference_ms=controller.inference_ms() if controller else np.zeros(0),
             dsp_load=self._dsp_load,
             trace=np.concatenate(self._trace_rows) if (opt.keep_trace and self._trace_rows) else None,
@@ -307,6 +309,9 @@ class LiveHost:
                 self._warn_once("controller", "the controller stopped; parameters are held where they were")
             if self.midi is not None and not self.midi.alive:
                 self._warn_once("midi", "the MIDI receiver stopped; MIDI control is off")
+            if self.web is not None and not self.web.alive and "web" not in self._warned:
+                state.control[shared.CTL_BYPASS] = 0.0  # nobody could switch the A/B back any more
+                self._warn_once("web", "the web control page stopped; the A/B bypass is off")
             if now >= next_load:
                 self._dsp_load.append(backend.cpu_load())
                 next_load = now + 0.5

@@ -37,7 +37,7 @@ class JackBackend:
         self.xruns = 0
         self.server_gone = threading.Event()
         self.gone_reason = ""
-        self.times_ns = np.zeros(CALLBACK_RING, dtype=np.int64)
+        self.times_ns = np.zeros((2, CALLBACK_RING), dtype=np.int64)  # wall clock, thread CPU
         self._table: ArgTable | None = None
 
     # --- before the audio starts -----------------------------------------------------------
@@ -145,14 +145,17 @@ class JackBackend:
     def cpu_load(self) -> float:
         return float(self.client.cpu_load()) if self.client is not None else 0.0
 
-    def callback_us(self) -> np.ndarray:
-        """Durations of the most recent callbacks (µs, oldest first)."""
+    def callback_us(self, cpu: bool = False) -> np.ndarray:
+        """Durations of the most recent callbacks (µs, oldest first): wall-clock time, or with ``cpu``
+        the callback thread's own CPU time in each. A call whose wall-clock time is over the period while
+        its CPU time is not was kept waiting (preempted, or its virtual CPU not running), not busy."""
+        times = self.times_ns[1 if cpu else 0]
         n = self.cycles
         k = min(n, CALLBACK_RING)
         if n <= CALLBACK_RING:
-            return self.times_ns[:k].astype(np.float64) / 1e3
+            return times[:k].astype(np.float64) / 1e3
         i = n % CALLBACK_RING
-        return np.concatenate([self.times_ns[i:], self.times_ns[:i]]).astype(np.float64) / 1e3
+        return np.concatenate([times[i:], times[:i]]).astype(np.float64) / 1e3
 
     @property
     def period_us(self) -> float:

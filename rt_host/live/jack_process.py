@@ -33,6 +33,7 @@ from rt_host.live.block import cycle
 # per array in the table: address, ndim, then up to 4 dimensions
 WORDS = 6
 CLOCK_MONOTONIC = 1
+CLOCK_THREAD_CPUTIME_ID = 3  # the callback thread's own CPU time: tells its work from being kept waiting
 
 # slots of the JACK side; the RealtimeChain's arrays follow from FIRST_CHAIN_SLOT on
 S_X, S_Y, S_FNS, S_IN, S_OUT, S_TIMES, S_JACK = range(7)
@@ -150,8 +151,8 @@ def _u64_1(t, s):
 
 
 @numba.njit(cache=True)
-def _now_ns(fns, jack_ints, ts_address):
-    _clock_gettime(fns[FN_CLOCK], CLOCK_MONOTONIC, ts_address)
+def _now_ns(fns, jack_ints, ts_address, clock=CLOCK_MONOTONIC):
+    _clock_gettime(fns[FN_CLOCK], clock, ts_address)
     return jack_ints[J_TS] * 1_000_000_000 + jack_ints[J_TS + 1]
 
 
@@ -163,6 +164,7 @@ def _run(jack_frames, t):
     jack_ints = _i64_1(t, S_JACK)
     ts_address = t[S_JACK * WORDS] + J_TS * 8
     t0 = _now_ns(fns, jack_ints, ts_address)
+    cpu0 = _now_ns(fns, jack_ints, ts_address, CLOCK_THREAD_CPUTIME_ID)
     x = _f32_2(t, S_X)
     y = _f32_2(t, S_Y)
     ins = _u64_1(t, S_IN)
@@ -196,9 +198,10 @@ def _run(jack_frames, t):
         buf = numba.carray(_get_buffer(fns[FN_GET_BUFFER], outs[c], jack_frames), (nframes,), np.float32)
         for i in range(nframes):
             buf[i] = y[c, i]
-    times = _i64_1(t, S_TIMES)
-    k = jack_ints[J_CYCLES] - 1
-    times[k % times.shape[0]] = _now_ns(fns, jack_ints, ts_address) - t0
+    times = _i64_2(t, S_TIMES)  # row 0: wall-clock time of the call, row 1: this thread's CPU time in it
+    k = (jack_ints[J_CYCLES] - 1) % times.shape[1]
+    times[0, k] = _now_ns(fns, jack_ints, ts_address) - t0
+    times[1, k] = _now_ns(fns, jack_ints, ts_address, CLOCK_THREAD_CPUTIME_ID) - cpu0
 
 
 @numba.cfunc(types.int32(types.uint32, types.voidptr), cache=True)

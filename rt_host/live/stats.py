@@ -45,6 +45,7 @@ def memory_mb(pid: int | str = "self") -> dict:
 def run_stats(report) -> dict:
     period_us = 1e6 * report.block / report.sample_rate if report.sample_rate else None
     cb = report.callback_us[10:]  # the first callbacks include activation
+    cpu = report.callback_cpu_us[10:]
     return {
         "seconds": report.seconds,
         "sample_rate": report.sample_rate,
@@ -53,6 +54,9 @@ def run_stats(report) -> dict:
         "xruns_seen_by_client": report.xruns,
         "callback_us": percentiles(cb),
         "callbacks_over_period": int(np.sum(cb > period_us)) if period_us else None,
+        # of those, the ones whose own CPU time was over the period too (the rest were kept waiting)
+        "callbacks_cpu_over_period": int(np.sum(cpu > period_us)) if period_us else None,
+        "callback_cpu_us": percentiles(cpu),
         "callbacks": int(len(cb)),
         "inference_ms": percentiles(report.inference_ms, (50, 99)),
         "predictions": report.predictions,

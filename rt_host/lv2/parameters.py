@@ -154,7 +154,10 @@ class Parameter:
             raise ChainError(f"{name}: the plugin gives no range; set min and max in the chain file")
         if not lo < hi:
             raise ChainError(f"{name}: min ({lo:g}) must be below max ({hi:g})")
-        if port.minimum is not None and lo < port.minimum or port.maximum is not None and hi > port.maximum:
+        # lilv gives float32 ranges: 0.001 in a chain file is the port's 0.0010000000475, not below it
+        if (port.minimum is not None and np.float32(lo) < np.float32(port.minimum)) or (
+            port.maximum is not None and np.float32(hi) > np.float32(port.maximum)
+        ):
             raise ChainError(
                 f"{name}: range {lo:g} … {hi:g} leaves the port's {port.minimum:g} … {port.maximum:g}"
             )

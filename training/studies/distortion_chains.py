@@ -177,11 +177,11 @@ def tone_stage() -> StageSpec:
 
 
 def mbc_stage(adapt: str, full: bool = False, mode: int = 1) -> StageSpec:
-    """Calf MBC as ``chains/distortion.toml`` has it (``full``), or with 12 predicted ports.
+    """Calf MBC as ``chains/distortion-v1.toml`` has it (``full``), or with 12 predicted ports.
 
     ``mode`` 1: Linkwitz–Riley crossovers of 8th order (as the chain file), 0: of 4th order.
     """
-    stage = copy.deepcopy(ChainSpec.load("distortion").stages[0])
+    stage = copy.deepcopy(ChainSpec.load("distortion-v1").stages[0])
     stage.adapt = adapt
     stage.fixed["mode"] = mode
     if full:
@@ -257,8 +257,8 @@ def _chain(name: str, stages: list[StageSpec], rate: int = RATE) -> ChainSpec:
 def candidates() -> dict[str, Candidate]:
     """Every chain the study compares, by name (see the module docstring)."""
     out: dict[str, Candidate] = {}
-    base = ChainSpec.load("distortion")
-    out["mbc"] = Candidate("mbc", base, note="chains/distortion.toml as it is")
+    base = ChainSpec.load("distortion-v1")
+    out["mbc"] = Candidate("mbc", base, note="chains/distortion-v1.toml as it is")
     out["inv>mbc"] = Candidate(
         "inv>mbc", _chain("inv-mbc", [mono_input(drive=False, invert=True), mbc_stage("direct", full=True)])
     )

@@ -16,7 +16,7 @@ a mastering chain has to beat by 20 % (issue 14). The candidates (see
 * ``v1+gain``: the same, with the limiter as a loudness stage: its input gain
   predicted over 0 … +24 dB, the threshold fixed as a −1.5 dBFS ceiling, 4×
   oversampled peak detection, 53 parameters;
-* ``v2``: ``chains/mastering-v2.toml`` (LSP Multiband Compressor in Modern mode
+* ``v2``: ``chains/mastering.toml`` (LSP Multiband Compressor in Modern mode
   → LSP GEQ x16 → the loudness-stage limiter), 37 parameters;
 * ``v2-x32``: ``v2`` with the 32-band EQ, 53 parameters;
 * ``v2-nomakeup``: ``v2`` with the band makeups held at 0 dB (the EQ and the
@@ -100,11 +100,11 @@ def loudness_limiter(stage: StageSpec) -> StageSpec:
 
 def candidates() -> dict[str, ChainSpec]:
     """The chains compared (module docstring)."""
-    v1 = ChainSpec.load("mastering")
+    v1 = ChainSpec.load("mastering-v1")
     v1_gain = copy.deepcopy(v1)
     v1_gain.name = "mastering-v1-gain"
     v1_gain.stages[2] = loudness_limiter(v1.stages[2])
-    v2 = ChainSpec.load("mastering-v2")
+    v2 = ChainSpec.load("mastering")
     v2_x32 = copy.deepcopy(v2)
     v2_x32.name = "mastering-v2-x32"
     v2_x32.stages[1] = copy.deepcopy(v1.stages[1])  # the v1 chain's GEQ x32 stage, ±12 dB

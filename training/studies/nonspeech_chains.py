@@ -50,7 +50,7 @@ The candidates (:func:`candidates`) and why they look the way they do:
 * ``lsp-gate``, ``lsp-scgate``, ``lsp-expander``, ``calf-gate``,
   ``calf-scgate`` — single-band (a broadband gain), with side-chain filters
   where the plugin has them; depth bounded by the gate's reduction/range port;
-* ``nonspeech-v2`` (``chains/nonspeech-v2.toml``) — LSP Dynamic Processor
+* ``nonspeech-v2`` (``chains/nonspeech.toml``) — LSP Dynamic Processor
   Mono shaped as a *floor keeper*: identity below the floor level ``F``, flat
   from ``F`` to ``T`` (anything between, i.e. an event, is pulled down towards
   the floor), back to identity at the speech level ``H``; release held long
@@ -62,7 +62,7 @@ The candidates (:func:`candidates`) and why they look the way they do:
 ``--tune EVALS`` first tunes the floor keeper's *fixed* ports (curve, timing,
 detector filters; :data:`TUNE_SPACE`) by differential evolution on
 ``--tune-tracks`` training tracks, starting from the chain file, and prints
-the best values to copy into ``chains/nonspeech-v2.toml``. It tunes on the
+the best values to copy into ``chains/nonspeech.toml``. It tunes on the
 training split on purpose: tuned on the 6 validation tracks, the 11 ports
 fitted them and did worse on the test split.
 
@@ -191,7 +191,7 @@ _LSP_SC_OFF = {"shpm": 0, "slpm": 0}
 
 
 def floor_keeper(spec: ChainSpec) -> dict[str, float]:
-    """The fixed ports of a chain's floor-keeper stage (``dyna``), e.g. ``chains/nonspeech-v2.toml``."""
+    """The fixed ports of a chain's floor-keeper stage (``dyna``), e.g. ``chains/nonspeech.toml``."""
     return dict(next(st for st in spec.stages if st.name == "dyna").fixed)
 
 
@@ -203,7 +203,7 @@ def floor_keeper_levels(fixed: dict[str, float]) -> tuple[float, float, float]:
 def candidates() -> dict[str, Candidate]:
     """Every chain the study measures, by name (see the module docstring)."""
     out: dict[str, Candidate] = {}
-    current = ChainSpec.load("nonspeech")
+    current = ChainSpec.load("nonspeech-v1")
     out["calf-mbgate"] = Candidate(
         "calf-mbgate", current, {f"gate.range{b}": 1.0 for b in range(4)}, note="today's chain (LR4)"
     )
@@ -329,7 +329,7 @@ def candidates() -> dict[str, Candidate]:
                 # depth at T: down to the floor level (T − F), and 10 / 15 / 20 dB (below the floor)
                 [{"dyna.gl1": db(t - d)} for d in (t - f, 10.0, 15.0, 20.0)],
             ],
-            note="chains/nonspeech-v2.toml: the floor keeper",
+            note="chains/nonspeech.toml: the floor keeper",
         )
         gate = {**gate_fixed, **_LSP_SC_BANDPASS}
         out["lsp-gate>v2"] = Candidate(
@@ -584,7 +584,7 @@ def tune_setting(z: Sequence[float]) -> Setting:
 def tune_floor_keeper(exs: Sequence[Excerpt], evals: int, seed: int = 0) -> dict[str, Any]:
     """Differential evolution of the floor keeper's fixed ports on ``exs``, minimising the mean MR-STFT.
 
-    Starts from ``chains/nonspeech-v2.toml`` as it is (one member of the
+    Starts from ``chains/nonspeech.toml`` as it is (one member of the
     first population); ``evals`` renders of every excerpt in all. Returns the
     best setting with its scores, and the file's own scores for comparison.
     """
