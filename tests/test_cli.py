@@ -191,7 +191,10 @@ def test_unwritable_output_fails_before_any_work(capsys, tmp_path, stereo_wav):
 
 def test_unknown_chain_lists_available(capsys, tmp_path, stereo_wav):
     code, _, err = run_cli(capsys, "render", stereo_wav, tmp_path / "o.wav", "--chain", "mastring")
-    listed = "available: distortion, distortion-reference, distortion-v1, mastering, mastering-v1, nonspeech, nonspeech-v1"
+    listed = (
+        "available: distortion, distortion-reference, distortion-v1, mastering, mastering-v1, nonspeech, "
+        "nonspeech-v1"
+    )
     assert code == 2 and listed in one_error_line(err)
 
 

@@ -119,7 +119,7 @@ def test_the_chain_is_transparent_when_open(speech: list[np.ndarray]) -> None:
 
 
 def test_the_check_fails_on_a_chain_that_colours(speech: list[np.ndarray]) -> None:
-    """The v1 chain, Calf's Multiband Gate, every band's range at 0 dB: its crossovers alone fail the bound."""
+    """The v1 chain, Calf's Multiband Gate, every band at 0 dB range: its crossovers alone fail the bound."""
     chain = Chain.load("nonspeech-v1")
     values = chain.denormalize(chain.default_normalized())
     for j, name in enumerate(chain.parameter_names):

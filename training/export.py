@@ -405,6 +405,9 @@ def export_bundle(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the bundle folder follows the umask
     try:
         onnx_path = staging / MODEL_FILE
         convert(model, window, onnx_path)
