@@ -149,7 +149,7 @@ def become_child(nice: int = 0) -> None:
 def stop_child(proc, timeout: float = 5.0) -> None:
     """Wait for a helper process the host has asked to stop (its shared ``STOP`` flag); end it if it
     does not go within ``timeout``."""
-    if proc is None:
+    if proc is None or proc.pid is None:  # never started (e.g. its start failed): nothing to stop
         return
     proc.join(timeout)
     if proc.is_alive():

@@ -107,7 +107,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-SWEEP_CC, SWEEP_RATE = 27, 50  # the default map's limiter.th knob, CC messages per second
+SWEEP_CC, SWEEP_RATE = 27, 50  # the default map's EQ band at 1 kHz (geq.g_9), CC messages per second
 
 
 def _sweep(stop: threading.Event) -> None:
@@ -139,7 +139,9 @@ def _ours(monitor, env, seconds: float, tmp: Path, progress, *, name: str, bundl
     what = ["--bundle", str(bundle), "--controller", mode] if bundle else ["--chain", "mastering"]
     cmd = [sys.executable, "-m", "rt_host", "-q", "live", *what, "--in", "player:out_1", "player:out_2",
            "--out", "--stats-json", str(stats)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # output to a file: a pipe nobody drains during a soak could fill and block the client
+    log = open(tmp / f"{name}.log", "w+")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     stop = threading.Event()
     sweeper = threading.Thread(target=_sweep, args=(stop,), daemon=True) if sweep else None
     try:
@@ -153,7 +155,9 @@ def _ours(monitor, env, seconds: float, tmp: Path, progress, *, name: str, bundl
         if sweeper is not None:
             sweeper.join(5)
         _stop(proc)
-    out, err = proc.communicate()
+    log.seek(0)
+    err = log.read()
+    log.close()
     if not stats.is_file():
         raise RuntimeError(f"our client wrote no statistics: {err.strip()[-300:]}")
     return result | {"client": json.loads(stats.read_text())}

@@ -99,6 +99,7 @@ class LiveReport:
     skipped_windows: int = 0  # the controller fell behind the capture ring
     callback_us: np.ndarray = field(default_factory=lambda: np.zeros(0))  # wall clock per callback
     callback_cpu_us: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the thread's CPU time in it
+    xrun_cycles: list = field(default_factory=list)  # callbacks run when each xrun was reported
     inference_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     dsp_load: list = field(default_factory=list)
     trace: np.ndarray | None = None  # (blocks, n_params) applied normalized parameters, with keep_trace
@@ -270,6 +271,7 @@ class LiveHost:
             skipped_windows=int(state.header[shared.PRED_SKIPPED]),
             callback_us=backend.callback_us(),
             callback_cpu_us=backend.callback_us(cpu=True),
+            xrun_cycles=list(backend.xrun_cycles),
             inference_ms=controller.inference_ms() if controller else np.zeros(0),
             dsp_load=self._dsp_load,
             trace=np.concatenate(self._trace_rows) if (opt.keep_trace and self._trace_rows) else None,

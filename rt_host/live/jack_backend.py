@@ -35,6 +35,7 @@ class JackBackend:
         self.inputs, self.outputs, self.playing = inputs, outputs, playing
         self.client: jack.Client | None = None
         self.xruns = 0
+        self.xrun_cycles: list[int] = []  # callbacks run when each xrun was reported
         self.server_gone = threading.Event()
         self.gone_reason = ""
         self.times_ns = np.zeros((2, CALLBACK_RING), dtype=np.int64)  # wall clock, thread CPU
@@ -94,6 +95,8 @@ class JackBackend:
 
     def _on_xrun(self, _delay_us: float) -> None:
         self.xruns += 1
+        if len(self.xrun_cycles) < 1000:  # where they fall, for the report (JACK's thread, not the audio's)
+            self.xrun_cycles.append(self.cycles)
 
     # --- the graph ----------------------------------------------------------------------------
     def _pairs(self) -> list[tuple[str, str]]:

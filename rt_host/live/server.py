@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 
 import jack
@@ -50,6 +51,15 @@ class DummyServer:
     def __init__(self, rate: int = 48000, period: int = 128, name: str | None = None) -> None:
         self.rate, self.period, self.name = rate, period, name
         self.process: subprocess.Popen | None = None
+        # jackd's messages go to a file, not a pipe: nobody drains a pipe while audio runs, and a server
+        # blocked on a full pipe (it writes a line per xrun) would stall every client
+        self._log = tempfile.TemporaryFile(mode="w+", prefix="deepafx-jackd-")
+
+    def messages(self) -> list[str]:
+        """What jackd printed so far (xrun reports, errors)."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().splitlines()
 
     def start(self, timeout: float = 10.0) -> DummyServer:
         exe = shutil.which("jackd")
@@ -60,12 +70,12 @@ class DummyServer:
             cmd += ["-n", self.name]
         cmd += ["-d", "dummy", "-r", str(self.rate), "-p", str(self.period)]
         self.process = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+            cmd, stdout=subprocess.DEVNULL, stderr=self._log, text=True, start_new_session=True
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (self.process.stderr.read() or "").strip().splitlines()
+                err = self.messages()
                 raise JackServerError(
                     f"jackd exited at start ({err[-1] if err else 'no message'}); is another server running?"
                 )
