@@ -483,8 +483,8 @@ def run(blocks: list[int], seconds: float, json_path: Path | None, *, realtime: 
                     results["runs"][key] = bench_block(
                         block, seconds, tmp, bundle, music, progress, realtime=rt, soak=soak
                     )
+    write_results(results, json_path)  # first: a report that fails to print loses no measurement
     print_report(results)
-    write_results(results, json_path)
     return results
 
 
@@ -527,8 +527,13 @@ def print_report(results: dict) -> None:
                 steering = c.get("steering", {})
                 line += (
                     f"; inference p50 {inf['p50']:.2f} p99 {inf['p99']:.2f} ms; predictions "
-                    f"{steering.get('applied', 0)}, late {steering.get('late', 0)}; controller CPU "
-                    f"{c.get('controller_cpu_share', 0) * 100:.1f} % of a core"
+                    f"{steering.get('applied', 0)}, late {steering.get('late', 0)}; "
+                )
+                share = c.get("controller_cpu_share")
+                line += (
+                    f"controller CPU {share * 100:.1f} % of a core"
+                    if share is not None
+                    else "controller in the host process"
                 )
             mem = c["memory_mb"]
             line += f"; RSS {mem['rss_without_jack'] or 0:.0f} MB without JACK's shared memory"
