@@ -207,41 +207,26 @@ def candidates() -> dict[str, Candidate]:
     out["calf-mbgate"] = Candidate(
         "calf-mbgate", current, {f"gate.range{b}": 1.0 for b in range(4)}, note="today's chain (LR4)"
     )
+
+    def multiband(name: str, stage: str, plugin: str, fixed: dict, keys: tuple[str, str], **kw) -> Candidate:
+        """An LSP multiband stage predicting ``keys`` per band, opened by the second key at 1.0."""
+        ports = {f"{k}_{b}": {} for b in _LSP_BANDS for k in keys}
+        spec = _spec(name, _stage(stage, LSP + plugin, fixed, ports))
+        return Candidate(name, spec, {f"{stage}.{keys[1]}_{b}": 1.0 for b in _LSP_BANDS}, **kw)
+
     for mode, label in ((0, "classic"), (1, "modern")):
-        gate_fixed = {"mode": mode}
-        out[f"lsp-mbgate-{label}"] = Candidate(
-            f"lsp-mbgate-{label}",
-            _spec(
-                f"lsp-mbgate-{label}",
-                _stage(
-                    "gate",
-                    LSP + "mb_gate_mono",
-                    gate_fixed,
-                    {f"{k}_{b}": {} for b in _LSP_BANDS for k in ("gt", "gr")},
-                ),
-            ),  # fmt: skip
-            {f"gate.gr_{b}": 1.0 for b in _LSP_BANDS},
-            # all bands alike: threshold and a bounded reduction
-            grid=[
-                [{f"gate.gt_{b}": db(t) for b in _LSP_BANDS} for t in (-60, -50, -40)],
-                [{f"gate.gr_{b}": db(r) for b in _LSP_BANDS} for r in (-3, -6, -12)],
-            ]
-            if mode == 1
-            else [],
-        )
+        # all bands alike: threshold and a bounded reduction
+        grid = [
+            [{f"gate.gt_{b}": db(t) for b in _LSP_BANDS} for t in (-60, -50, -40)],
+            [{f"gate.gr_{b}": db(r) for b in _LSP_BANDS} for r in (-3, -6, -12)],
+        ]
+        out[f"lsp-mbgate-{label}"] = multiband(
+            f"lsp-mbgate-{label}", "gate", "mb_gate_mono", {"mode": mode}, ("gt", "gr"),
+            grid=grid if mode == 1 else [],
+        )  # fmt: skip
         exp_fixed = {"mode": mode, **{f"em_{b}": 0 for b in _LSP_BANDS}}  # downward
-        out[f"lsp-mbexp-{label}"] = Candidate(
-            f"lsp-mbexp-{label}",
-            _spec(
-                f"lsp-mbexp-{label}",
-                _stage(
-                    "exp",
-                    LSP + "mb_expander_mono",
-                    exp_fixed,
-                    {f"{k}_{b}": {} for b in _LSP_BANDS for k in ("al", "er")},
-                ),
-            ),  # fmt: skip
-            {f"exp.er_{b}": 1.0 for b in _LSP_BANDS},
+        out[f"lsp-mbexp-{label}"] = multiband(
+            f"lsp-mbexp-{label}", "exp", "mb_expander_mono", exp_fixed, ("al", "er")
         )
     out["lsp-mbdyna-modern"] = Candidate(
         "lsp-mbdyna-modern",
