@@ -249,6 +249,11 @@ class RealtimeChain:
         )
         self.record = np.zeros((channels, record_frames), dtype=np.float32)
         self.trace = np.zeros((TRACE_RING_BLOCKS, n), dtype=np.float64)
+        # every page written now, not in the callback: np.zeros leaves them unmapped, and arrays of 4 MiB
+        # and more (the trace of a large chain) come as 2 MiB huge pages (numpy asks for them), each
+        # zeroed on its first write
+        self.trace.fill(0.0)
+        self.record.fill(0.0)
         self.pending_ns = np.zeros(n, dtype=np.int64)
         self.kfilt = k_weighting(sample_rate)
         self.kstate = np.zeros((3, channels, 2, 2), dtype=np.float64)  # input, chain output, bypass

@@ -157,6 +157,7 @@ def predict_automation(
     n_params = chain.n_params
     if raw.shape[1] not in (0, n_params):
         raise ValueError(f"the predictor gives {raw.shape[1]} parameters; the chain predicts {n_params}")
+    raw = raw.reshape(len(raw), n_params)  # no window at all (audio shorter than one): (0, n_params)
     finite = np.all(np.isfinite(raw), axis=1)
     preds = np.clip(np.where(finite[:, None], raw, np.nan), 0.0, 1.0)
     if held is not None:

@@ -57,6 +57,7 @@ from rt_host.lifeline import become_child
 from rt_host.live import shared
 
 PUSH_HZ = 20.0  # state pushes per second on every WebSocket (and the meters' reading rate)
+BYPASS_SLEW_DB_S = 4.0  # the A/B gain follows the chain's loudness at most this fast
 PEAK_HOLD_S = 1.0  # the peaks shown are the highest of this last stretch
 MAX_BODY = 4096  # bytes: every valid body is far smaller
 CONNECTION_RATE, CONNECTION_BURST = 60.0, 120.0  # requests/s per TCP connection (a drag sends ~25/s)
@@ -135,8 +136,14 @@ class Surface:
         """Read the callback's meter sums (resets its peaks: only this loop calls it); keep the peak hold;
         while the A/B bypass plays, keep its gain on the chain's loudness."""
         m = self.meter.read()
-        if self.state.control[shared.CTL_BYPASS] > 0.5:
-            self.state.control[shared.CTL_BYPASS_GAIN] = self.meter.bypass_gain()
+        c = self.state.control
+        if c[shared.CTL_BYPASS] > 0.5:
+            # at most BYPASS_SLEW_DB_S: a new peak entering the 3 s the ceiling looks at moved the gain
+            # by 0.7 dB from one reading to the next (measured on music); the callback plays it as a step
+            old_db = 20 * math.log10(max(float(c[shared.CTL_BYPASS_GAIN]), 1e-6))
+            new_db = 20 * math.log10(self.meter.bypass_gain())
+            step = BYPASS_SLEW_DB_S / PUSH_HZ
+            c[shared.CTL_BYPASS_GAIN] = 10 ** ((old_db + min(max(new_db - old_db, -step), step)) / 20)
         self._peaks.append((now, m["in_peak_dbfs"], m["out_peak_dbfs"]))
         while self._peaks and self._peaks[0][0] < now - PEAK_HOLD_S:
             self._peaks.popleft()
