@@ -155,9 +155,10 @@ def predict_automation(
         raise ValueError("block must be ≥ 1 frame")
     ends, raw, ms = predict_windows(predict, audio, geometry, batch=batch, progress=progress)
     n_params = chain.n_params
-    if raw.shape[1] not in (0, n_params):
+    if len(raw) == 0:  # no window at all (audio shorter than one): the defaults throughout
+        raw = np.zeros((0, n_params))
+    elif raw.shape[1] != n_params:
         raise ValueError(f"the predictor gives {raw.shape[1]} parameters; the chain predicts {n_params}")
-    raw = raw.reshape(len(raw), n_params)  # no window at all (audio shorter than one): (0, n_params)
     finite = np.all(np.isfinite(raw), axis=1)
     preds = np.clip(np.where(finite[:, None], raw, np.nan), 0.0, 1.0)
     if held is not None:

@@ -55,6 +55,7 @@ import numpy as np
 
 from rt_host.lifeline import become_child
 from rt_host.live import shared
+from rt_host.signals import db_to_gain
 
 PUSH_HZ = 20.0  # state pushes per second on every WebSocket (and the meters' reading rate)
 BYPASS_SLEW_DB_S = 4.0  # the A/B gain follows the chain's loudness at most this fast
@@ -143,7 +144,7 @@ class Surface:
             old_db = 20 * math.log10(max(float(c[shared.CTL_BYPASS_GAIN]), 1e-6))
             new_db = 20 * math.log10(self.meter.bypass_gain())
             step = BYPASS_SLEW_DB_S / PUSH_HZ
-            c[shared.CTL_BYPASS_GAIN] = 10 ** ((old_db + min(max(new_db - old_db, -step), step)) / 20)
+            c[shared.CTL_BYPASS_GAIN] = db_to_gain(old_db + min(max(new_db - old_db, -step), step))
         self._peaks.append((now, m["in_peak_dbfs"], m["out_peak_dbfs"]))
         while self._peaks and self._peaks[0][0] < now - PEAK_HOLD_S:
             self._peaks.popleft()
